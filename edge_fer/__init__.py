@@ -1,0 +1,8 @@
+"""edge-fer: facial emotion recognition on small devices, from photos, cameras and MQTT."""
+
+from edge_fer.analyze import Analyzer, Face, analyze_image
+from edge_fer.classifier import EmotionClassifier
+from edge_fer.detector import FaceDetector
+
+__version__ = "0.1.0"
+__all__ = ["Analyzer", "EmotionClassifier", "Face", "FaceDetector", "analyze_image", "__version__"]

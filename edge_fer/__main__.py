@@ -1,0 +1,5 @@
+"""python -m edge_fer."""
+
+from edge_fer.cli import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""The shipped models (installed as edge_fer.models)."""

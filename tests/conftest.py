@@ -1,0 +1,53 @@
+"""Shared fixtures: paths, the shared FER-2013 faces, and frames built from them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # training/ is not installed; its data reader is plain numpy
+
+EXAMPLES = ROOT / "examples"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+SHARED = Path(os.environ.get("EDGE_FER_SHARED", ROOT.parent / "shared" / "data"))
+FER_TARBALL = SHARED / "fer2013.tar.gz"
+ASTRONAUT = EXAMPLES / "astronaut.png"
+NO_FACE_IMAGES = [TEST_DATA / "coffee.png", TEST_DATA / "chelsea.png", TEST_DATA / "rocket.jpg"]
+
+
+@pytest.fixture(scope="session")
+def fer_private():
+    """FER-2013 PrivateTest faces (read once, cached as arrays); skipped where the shared data is absent."""
+    if not FER_TARBALL.exists():
+        pytest.skip(f"FER-2013 is not at {FER_TARBALL} (set EDGE_FER_SHARED to its folder)")
+    from training import data
+
+    return data.load(FER_TARBALL)["PrivateTest"]
+
+
+def paste_faces(faces: list[np.ndarray], size: int = 160, frame_wh: tuple[int, int] = (640, 480),
+                background: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A BGR frame with the 48x48 faces upscaled to `size` and pasted side by side; returns the paste boxes."""
+    w, h = frame_wh
+    frame = np.full((h, w, 3), 128, np.uint8) if background is None else cv2.resize(background, (w, h))
+    boxes = []
+    gap = (w - len(faces) * size) // (len(faces) + 1)
+    for i, face in enumerate(faces):
+        x, y = gap + i * (size + gap), (h - size) // 2
+        big = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+        frame[y:y + size, x:x + size] = cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)
+        boxes.append((x, y, size, size))
+    return frame, boxes
+
+
+def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over the smaller box's area."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / min(a[2] * a[3], b[2] * b[3])

@@ -1,0 +1,115 @@
+"""Image reading: unusual but valid files work, bad ones give one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_fer.errors import ImageError
+from edge_fer.images import expand_paths, read_image
+from tests.conftest import ASTRONAUT
+
+LIMIT = 50_000_000
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return Image.open(ASTRONAUT).convert("RGB")
+
+
+def _variants(src: Image.Image, d: Path) -> dict[str, Path]:
+    """The astronaut saved in many modes and formats."""
+    out = {}
+    gray16 = (np.asarray(src.convert("L"), dtype=np.uint16) * 257)
+    out["png16"] = d / "gray16.png"
+    Image.fromarray(gray16).save(out["png16"])
+    out["rgba"] = d / "rgba.png"
+    rgba = src.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(out["rgba"])
+    out["palette"] = d / "palette.png"
+    src.convert("P", palette=Image.Palette.ADAPTIVE).save(out["palette"])
+    out["gray"] = d / "gray.png"
+    src.convert("L").save(out["gray"])
+    out["cmyk"] = d / "cmyk.jpg"
+    src.convert("CMYK").save(out["cmyk"], quality=95)
+    out["progressive"] = d / "progressive.jpg"
+    src.save(out["progressive"], quality=90, progressive=True)
+    out["webp"] = d / "img.webp"
+    src.save(out["webp"], quality=90)
+    out["bmp"] = d / "img.bmp"
+    src.save(out["bmp"])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["png16", "rgba", "palette", "gray", "cmyk", "progressive", "webp", "bmp"])
+def test_unusual_formats_decode_to_the_same_picture(astronaut: Image.Image, tmp_path: Path, kind: str) -> None:
+    path = _variants(astronaut, tmp_path)[kind]
+    bgr = read_image(path, LIMIT)
+    assert bgr.dtype == np.uint8 and bgr.shape == (512, 512, 3)
+    # Every variant shows the same scene: its gray levels track the original's closely.
+    ref = np.asarray(astronaut.convert("L"), dtype=np.float64)
+    gray = bgr.astype(np.float64) @ [0.114, 0.587, 0.299]
+    assert np.corrcoef(ref.ravel(), gray.ravel())[0, 1] > 0.95
+
+
+def test_exif_orientation_turns_phone_photos_upright(astronaut: Image.Image, tmp_path: Path) -> None:
+    # A camera held sideways stores the pixels rotated and says so in the EXIF orientation tag.
+    stored = astronaut.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif, quality=95)
+    bgr = read_image(path, LIMIT)
+    assert bgr.shape == (512, 512, 3)
+    ref = np.asarray(astronaut.convert("L"), dtype=np.float64)
+    gray = bgr.astype(np.float64) @ [0.114, 0.587, 0.299]
+    assert np.corrcoef(ref.ravel(), gray.ravel())[0, 1] > 0.95
+
+
+def _truncated_jpeg(d: Path, astronaut: Image.Image) -> Path:
+    full = d / "full.jpg"
+    astronaut.save(full, quality=90)
+    cut = d / "cut.jpg"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    return cut
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such file"),
+    ("empty", "empty file"),
+    ("text", "not an image format"),
+    ("truncated", "corrupt or truncated"),
+    ("folder", "is a folder"),
+])
+def test_bad_files_raise_one_line(astronaut: Image.Image, tmp_path: Path, case: str, message: str) -> None:
+    path = {
+        "missing": lambda: tmp_path / "nope.jpg",
+        "empty": lambda: (tmp_path / "empty.jpg", (tmp_path / "empty.jpg").write_bytes(b""))[0],
+        "text": lambda: (tmp_path / "notes.jpg", (tmp_path / "notes.jpg").write_text("hello\n"))[0],
+        "truncated": lambda: _truncated_jpeg(tmp_path, astronaut),
+        "folder": lambda: tmp_path,
+    }[case]()
+    with pytest.raises(ImageError) as e:
+        read_image(path, LIMIT)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    Image.new("L", (4000, 3000)).save(path)
+    with pytest.raises(ImageError, match="4000x3000 is over the limit of 1,000,000 pixels"):
+        read_image(path, 1_000_000)
+
+
+def test_folders_expand_and_empty_ones_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.new("L", (10, 10)).save(tmp_path / "a" / "x.png")
+    (tmp_path / "a" / "readme.txt").write_text("not an image")
+    files, errors = expand_paths([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c.jpg")])
+    assert files == [tmp_path / "a" / "x.png"]
+    assert errors == [f"{tmp_path / 'b'}: no images in this folder", f"{tmp_path / 'c.jpg'}: no such file or folder"]

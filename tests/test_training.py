@@ -1,0 +1,131 @@
+"""training/: both data readers, and a smoke run that trains, resumes, exports and evaluates."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import FER_TARBALL
+
+tf = pytest.importorskip("tensorflow", reason="the train extra (tensorflow) is not installed")
+
+from training import data  # noqa: E402
+
+
+def _fer_rows(n_per_split: dict[str, int]) -> list[tuple[int, np.ndarray, str]]:
+    """The first rows of each split of the shared FER-2013."""
+    if not FER_TARBALL.exists():
+        pytest.skip(f"FER-2013 is not at {FER_TARBALL}")
+    splits = data.load(FER_TARBALL)
+    return [(int(splits[s].y[i]), splits[s].x[i], s) for s in data.SPLITS for i in range(n_per_split[s])]
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fer2013.csv of 400 real rows plus two bad ones."""
+    path = tmp_path_factory.mktemp("fer") / "fer2013.csv"
+    rows = _fer_rows({"Training": 256, "PublicTest": 72, "PrivateTest": 72})
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for label, img, usage in rows[:10]:
+            w.writerow([label, " ".join(map(str, img.ravel())), usage])
+        w.writerow([3, "1 2 3", "Training"])  # too few pixels
+        w.writerow([9, " ".join(["0"] * 2304), "Training"])  # no such label
+        for label, img, usage in rows[10:]:
+            w.writerow([label, " ".join(map(str, img.ravel())), usage])
+    return path
+
+
+def test_csv_reader_skips_bad_rows_by_number(small_csv: Path, caplog: pytest.LogCaptureFixture) -> None:
+    splits = data.load(small_csv, cache_dir=None)
+    assert [len(splits[s]) for s in data.SPLITS] == [256, 72, 72]
+    assert "row 10 skipped" in caplog.text and "row 11 skipped" in caplog.text
+    assert splits["Training"].x.shape == (256, 48, 48) and splits["Training"].x.dtype == np.uint8
+    table = data.counts_table(splits)
+    assert table.splitlines()[1].split()[-1] == "256"
+
+
+def test_tarball_and_cache_give_the_same_arrays(small_csv: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    tarball = tmp_path / "fer2013.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(small_csv, arcname="fer2013/fer2013.csv")
+    first = data.load(tarball, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    again = data.load(tarball, cache_dir=tmp_path / "cache")
+    direct = data.load(small_csv, cache_dir=None)
+    for s in data.SPLITS:
+        assert np.array_equal(first[s].x, direct[s].x) and np.array_equal(again[s].y, direct[s].y)
+
+
+def test_kaggle_folder_reader(small_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    splits = data.load(small_csv, cache_dir=None)
+    root = tmp_path / "kaggle"
+    for split, folder in (("Training", "train"), ("PrivateTest", "test")):
+        for i in range(5):
+            label = data.LABELS[splits[split].y[i]]
+            d = root / folder / label
+            d.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(d / f"{split}_{splits[split].rows[i]}.png"), splits[split].x[i])
+    (root / "train" / "happy").mkdir(exist_ok=True)
+    (root / "train" / "happy" / "Training_99999999.jpg").write_bytes(b"broken")
+    got = data.load(root, cache_dir=None)
+    assert len(got["Training"]) == 5 and len(got["PrivateTest"]) == 5 and len(got["PublicTest"]) == 0
+    assert "Training_99999999.jpg skipped: unreadable image" in caplog.text
+    order = np.argsort(got["Training"].rows)
+    ref = np.argsort(splits["Training"].rows[:5])
+    assert np.array_equal(got["Training"].x[order], splits["Training"].x[:5][ref])
+
+
+def test_smoke_run_trains_resumes_exports_and_evaluates(small_csv: Path, tmp_path: Path) -> None:
+    from edge_fer.classifier import EmotionClassifier
+    from training import evaluate, export, train
+
+    run = tmp_path / "run"
+    common = ["--data", str(small_csv), "--run-dir", str(run), "--arch", "edge-small", "--epochs", "2",
+              "--batch-size", "32", "--precision", "float32"]
+    # A zero time budget stops after the first epoch, as the end of a session would.
+    assert train.main(common + ["--time-budget", "0"]) == 1
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 1 and not state["finished"] and (run / "last.keras").exists()
+    assert train.main(common + ["--resume"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 2 and state["finished"] and [h["epoch"] for h in state["history"]] == [1, 2]
+
+    out = tmp_path / "models" / "smoke"
+    assert export.main(["--run-dir", str(run), "--out", str(out)]) == 0
+    for kind in ("float", "int8"):
+        model = out.parent / f"smoke_{kind}.tflite"
+        meta = json.loads(model.with_suffix(".json").read_text())
+        assert meta["labels"] == list(data.LABELS) and meta["input_size"] == [48, 48]
+        assert meta["training"]["command"].startswith("python -m training.train --data")
+        assert meta["training"]["epochs"] == 2 and "PublicTest" in meta["metrics"]
+        with EmotionClassifier(model) as clf:
+            probs = clf.predict([np.zeros((48, 48), np.uint8), np.full((60, 50, 3), 200, np.uint8)])
+            assert probs.shape == (2, 7) and np.allclose(probs.sum(1), 1, atol=0.02)
+    meta = json.loads((out.parent / "smoke_int8.json").read_text())
+    assert 0 <= meta["metrics"]["int8_vs_float"]["top1_agreement"] <= 1
+
+    report = tmp_path / "report" / "eval.md"
+    assert evaluate.main([str(out.parent / "smoke_int8.tflite"), str(out.parent / "smoke_float.tflite"),
+                          "--data", str(small_csv), "--split", "PrivateTest", "--latency-runs", "20",
+                          "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "| smoke_int8.tflite |" in text and "| smoke_float.tflite |" in text
+    assert (report.parent / "confusion_smoke_int8_PrivateTest.png").exists()
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "resnet50"])
+def test_applications_build_from_scratch(arch: str) -> None:
+    from training.models import build
+
+    model = build(arch, weights=None)
+    out = model(np.zeros((2, 48, 48, 1), np.float32))
+    assert tuple(out.shape) == (2, 7)

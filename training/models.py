@@ -1,0 +1,65 @@
+"""Model builders: the edge CNN, and VGG16/ResNet50 from keras.applications."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+NUM_CLASSES = 7
+SIZE = 48
+CAFFE_MEAN = (103.939, 116.779, 123.68)
+
+
+def edge_cnn(widths: tuple[int, ...] = (32, 64, 128, 256), depth: int = 2, dropout: float = 0.4) -> keras.Model:
+    """VGG-style net of int8-friendly ops: 3x3 conv + BN + ReLU blocks, max pooling, global pooling, dense."""
+    inp = keras.Input((SIZE, SIZE, 1), name="face")
+    # Pixels arrive as 0..255 so the int8 input quantization maps a uint8 pixel exactly.
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    for i, w in enumerate(widths):
+        for j in range(depth):
+            x = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"b{i}_conv{j}")(x)
+            x = layers.BatchNormalization(name=f"b{i}_bn{j}")(x)
+            x = layers.ReLU(name=f"b{i}_relu{j}")(x)
+        if i < len(widths) - 1:
+            x = layers.MaxPooling2D(name=f"b{i}_pool")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(256, name="fc")(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(dropout / 2)(x)
+    out = layers.Dense(NUM_CLASSES, name="logits", dtype="float32")(x)
+    return keras.Model(inp, out, name="edge_cnn")
+
+
+def _applications(arch: str, weights: str | None, size: int) -> keras.Model:
+    """VGG16/ResNet50 on gray 48x48 faces repeated to three channels and resized to `size`."""
+    build = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[arch]
+    # "imagenet" needs the internet; a path loads local weights after construction.
+    hub_weights = "imagenet" if weights == "imagenet" else None
+    inp = keras.Input((SIZE, SIZE, 1), name="face")
+    x = layers.Resizing(size, size)(inp)
+    x = layers.Concatenate()([x, x, x])
+    # Both networks' "caffe" preprocessing: BGR mean subtraction (gray makes the channel order moot).
+    x = layers.Normalization(mean=CAFFE_MEAN, variance=(1.0, 1.0, 1.0), name="preprocess")(x)
+    base = build(include_top=False, weights=hub_weights, input_shape=(size, size, 3), pooling="avg")
+    x = base(x)
+    x = layers.Dropout(0.4)(x)
+    out = layers.Dense(NUM_CLASSES, name="logits", dtype="float32")(x)
+    model = keras.Model(inp, out, name=arch)
+    if weights not in (None, "none", "imagenet"):
+        base.load_weights(weights)
+    return model
+
+
+def build(arch: str, weights: str | None = None) -> keras.Model:
+    """The model named by --arch; input (48, 48, 1) pixels in 0..255, output logits."""
+    if arch == "edge":
+        return edge_cnn()
+    if arch == "edge-small":
+        return edge_cnn(widths=(16, 32, 64, 128), depth=1)
+    if arch in ("vgg16", "resnet50"):
+        return _applications(arch, weights, 96 if arch == "vgg16" else 64)
+    raise ValueError(f"unknown arch {arch!r}")
+
+
+ARCHS = ("edge", "edge-small", "vgg16", "resnet50")

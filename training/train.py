@@ -1,0 +1,194 @@
+"""Train an emotion model on FER-2013 with a checkpoint every epoch; `--resume` continues a run.
+
+    python -m training.train --data ../shared/data/fer2013.tar.gz --run-dir runs/edge
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training import data
+
+log = logging.getLogger("training.train")
+DEFAULT_DATA = Path(os.environ.get("EDGE_FER_DATA", "../shared/data/fer2013.tar.gz"))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from training.models import ARCHS
+
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fer2013.tar.gz, fer2013.csv or a Kaggle image folder")
+    p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and logs of this run")
+    p.add_argument("--arch", choices=ARCHS, default="edge")
+    p.add_argument("--weights", default=None, help="for vgg16/resnet50: imagenet (needs internet), a weights file, or none")
+    p.add_argument("--epochs", type=int, default=90)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--class-weight-power", type=float, default=0.3,
+                   help="weight classes by (1/frequency)^p; 0 turns it off (disgust is 1.5%% of the data)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation images (smoke runs)")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from run-dir/last.keras")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="stop cleanly after the first epoch that ends past this many minutes (resume later)")
+    return p.parse_args(argv)
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU does bfloat16 math natively (AMX or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def class_weights(y: np.ndarray, power: float) -> np.ndarray:
+    """Per-class weights (1/freq)^power, normalised to mean 1 over the samples."""
+    freq = np.bincount(y, minlength=len(data.LABELS)).astype(np.float64)
+    w = (freq.sum() / np.maximum(freq, 1)) ** power
+    return (w / (w[y].mean())).astype(np.float32)
+
+
+def make_datasets(splits: dict[str, data.Split], args: argparse.Namespace):
+    import tensorflow as tf
+
+    from training.augment import augment_batch
+
+    train, val = splits["Training"], splits["PublicTest"]
+    if args.limit:
+        train, val = train.take(args.limit), val.take(args.limit)
+    weights = class_weights(train.y, args.class_weight_power)
+    n_cls = len(data.LABELS)
+
+    def to_train(x, y):
+        x = augment_batch(tf.cast(x[..., None], tf.float32))
+        return x, tf.one_hot(y, n_cls), tf.gather(weights, y)
+
+    ds_train = (tf.data.Dataset.from_tensor_slices((train.x, train.y))
+                .shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True)
+                .batch(args.batch_size, drop_remainder=True)
+                .map(to_train, num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+    ds_val = (tf.data.Dataset.from_tensor_slices((val.x[..., None].astype(np.float32), tf.one_hot(val.y, n_cls)))
+              .batch(256).prefetch(tf.data.AUTOTUNE))
+    return ds_train, ds_val, len(train) // args.batch_size
+
+
+def compile_model(model, args: argparse.Namespace, steps_per_epoch: int) -> None:
+    import keras
+
+    total = max(1, args.epochs * steps_per_epoch)
+    warmup = max(1, int(0.1 * total))
+    # One-cycle: warm up from lr/25 to lr over 10% of the steps, then cosine down to ~0.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=args.lr / 25, decay_steps=total - warmup, alpha=1e-3,
+        warmup_target=args.lr, warmup_steps=warmup)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=args.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
+        weighted_metrics=[])
+
+
+def make_callbacks(run_dir: Path, args: argparse.Namespace, state: dict):
+    import keras
+
+    started = time.monotonic()
+
+    class Checkpoint(keras.callbacks.Callback):
+        """Save last.keras (model and optimizer) every epoch, best.keras on a new best val_acc, and state.json."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.t0 = time.monotonic()
+            self.start_epoch = state["epoch"]
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            tmp = run_dir / "last.tmp.keras"
+            self.model.save(tmp)
+            tmp.replace(run_dir / "last.keras")
+            if logs.get("val_acc", 0.0) > state["best_val_acc"]:
+                state["best_val_acc"], state["best_epoch"] = logs["val_acc"], epoch + 1
+                self.model.save(run_dir / "best.keras")
+            state["epoch"] = epoch + 1
+            state["history"].append({"epoch": epoch + 1, **logs})
+            state["wall_seconds"] += time.monotonic() - self.t0
+            self.t0 = time.monotonic()
+            done = state["epoch"] - self.start_epoch
+            left = (args.epochs - state["epoch"]) * state["wall_seconds"] / max(1, state["epoch"])
+            (run_dir / "state.json").write_text(json.dumps(state, indent=1))
+            if args.time_budget is not None and time.monotonic() - started > args.time_budget * 60:
+                print(f"time budget of {args.time_budget} min used: stopping; continue with --resume", flush=True)
+                self.model.stop_training = True
+            print(f"epoch {state['epoch']}/{args.epochs} loss {logs.get('loss', 0):.4f} acc {logs.get('acc', 0):.4f} "
+                  f"val_acc {logs.get('val_acc', 0):.4f} (best {state['best_val_acc']:.4f} @ {state['best_epoch']}) "
+                  f"wall {state['wall_seconds'] / 60:.1f} min, about {left / 60:.0f} min left [{done} this session]",
+                  flush=True)
+
+    return [Checkpoint(), keras.callbacks.TerminateOnNaN()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import keras
+
+    precision = args.precision
+    if precision == "auto":
+        precision = "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(args.seed)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = args.run_dir / "state.json"
+
+    splits = data.load(args.data)
+    print(data.counts_table(splits), flush=True)
+    ds_train, ds_val, steps = make_datasets(splits, args)
+
+    if args.resume and (args.run_dir / "last.keras").exists():
+        state = json.loads(state_path.read_text())
+        if state["args"]["epochs"] != args.epochs or state["args"]["arch"] != args.arch:
+            print(f"--resume: the run in {args.run_dir} was started with other --epochs/--arch", file=sys.stderr)
+            return 2
+        model = keras.models.load_model(args.run_dir / "last.keras")
+        print(f"resuming {args.run_dir} at epoch {state['epoch']}/{args.epochs}", flush=True)
+    else:
+        model = _new_model(args, steps)
+        state = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                 "command": "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv),
+                 "precision": precision, "epoch": 0, "best_val_acc": 0.0, "best_epoch": 0,
+                 "wall_seconds": 0.0, "history": [], "finished": False}
+    print(f"arch {args.arch}, {model.count_params():,} parameters, precision {precision}, seed {args.seed}, "
+          f"{steps} steps per epoch", flush=True)
+    if state["epoch"] < args.epochs:
+        model.fit(ds_train, validation_data=ds_val, epochs=args.epochs, initial_epoch=state["epoch"],
+                  callbacks=make_callbacks(args.run_dir, args, state), verbose=1 if sys.stdout.isatty() else 0)
+    state["finished"] = state["epoch"] >= args.epochs
+    state_path.write_text(json.dumps(state, indent=1))
+    print(f"finished: {state['finished']}, best val_acc {state['best_val_acc']:.4f} at epoch {state['best_epoch']}")
+    return 0 if state["finished"] else 1
+
+
+def _new_model(args: argparse.Namespace, steps: int):
+    from training.models import build
+
+    model = build(args.arch, args.weights)
+    compile_model(model, args, steps)
+    return model
+
+
+if __name__ == "__main__":
+    sys.exit(main())
