@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -31,6 +34,21 @@ def _interpreter_class() -> Any:
             except ImportError:
                 raise ModelError("no TFLite runtime: pip install ai-edge-litert") from None
     return Interpreter
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the runtime's C-level banner ("Created TensorFlow Lite XNNPACK delegate") on fd 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def default_model_path() -> Path:
@@ -78,8 +96,9 @@ class EmotionClassifier:
         # The model's outputs are probabilities unless the sidecar says they are logits.
         self._softmax = self.meta.get("output", "probabilities") == "logits"
         try:
-            self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
-            self._interp.allocate_tensors()
+            with _quiet_stderr():
+                self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
+                self._interp.allocate_tensors()
         except ModelError:
             raise
         except (ValueError, RuntimeError) as e:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -15,7 +17,7 @@ import yaml
 from edge_fer import __version__
 from edge_fer.analyze import Analyzer, Face
 from edge_fer.config import Config, as_dict, load
-from edge_fer.errors import EXIT_INPUT, EXIT_OK, EdgeFerError, UsageError
+from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
 from edge_fer.images import IMAGE_SUFFIXES, expand_paths, read_image
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="config file (default ./config.yaml, then /etc/edge-fer/config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--check-config", action="store_true", help="validate the config, print it, and exit")
+    p.add_argument("--source", metavar="SRC", help="daemon: camera index, /dev/videoN, video file, stream URL or picamera2")
+    p.add_argument("--display", action="store_true", help="daemon: show the live window (needs a display)")
+    p.add_argument("--gui", action="store_true", help="open the window with no source running (open photos, start the camera)")
+    p.add_argument("--publish", action="store_true", help="with --image: also send the results to the MQTT events topic")
     p.add_argument("--version", action="version", version=f"edge-fer {__version__}")
     return p
 
@@ -67,6 +73,7 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
     from edge_fer.annotate import annotate
 
     paths, errors = expand_paths(args.image)
+    published: list[dict] = []
     status = EXIT_OK
     for line in errors:
         print(f"edge-fer: {line}", file=err)
@@ -84,8 +91,9 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
                 continue
             faces = analyzer.analyze(frame)
             h, w = frame.shape[:2]
+            doc = {"image": str(path), "width": w, "height": h, "faces": [f.to_dict() for f in faces]}
+            published.append(doc)
             if args.json:
-                doc = {"image": str(path), "width": w, "height": h, "faces": [f.to_dict() for f in faces]}
                 print(json.dumps(doc), file=out)
             else:
                 print(format_table(str(path), w, h, faces, labels), file=out)
@@ -96,7 +104,82 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
                     print(f"edge-fer: {target}: could not write the annotated image", file=err)
                     status = EXIT_INPUT
             out.flush()
+    if args.publish and published:
+        status = max(status, publish_images(cfg, published, err))
     return status
+
+
+def publish_images(cfg: Config, docs: list[dict], err: TextIO, connect_timeout: float = 5.0) -> int:
+    """Send one-shot results to the events topic; a broker that cannot be reached is an error."""
+    from edge_fer.events import EventFactory
+    from edge_fer.mqtt import MqttPublisher
+
+    factory = EventFactory(cfg.device_id)
+    with MqttPublisher(cfg.mqtt, cfg.device_id) as pub:
+        if not pub.connected.wait(connect_timeout):
+            print(f"edge-fer: MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable; results not published",
+                  file=err)
+            return EXIT_RUNTIME
+        for doc in docs:
+            for i, face in enumerate(doc["faces"]):
+                pub.publish_event(factory.image_event(doc["image"], face, i, (doc["width"], doc["height"])))
+    return EXIT_OK
+
+
+def run_daemon(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
+    """Run the daemon; SIGTERM/SIGINT stop it, SIGHUP reloads the config and restarts the pipeline."""
+    from edge_fer.daemon import Daemon
+
+    stop = threading.Event()
+    why = {"reason": ""}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP and why["reason"] != "stop":
+            why["reason"] = "reload"
+        else:
+            why["reason"] = "stop"
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    while True:
+        status = Daemon(cfg, stop).run()
+        if why["reason"] != "reload":
+            return status
+        why["reason"] = ""
+        stop.clear()
+        try:
+            cfg = load(args.config, overrides)
+            logging.getLogger().setLevel(cfg.logging.level)
+            log.info("configuration reloaded from %s", cfg.source_file)
+        except EdgeFerError as e:
+            log.error("reload failed, keeping the running configuration: %s", e)
+
+
+def run_window(cfg: Config, camera: bool) -> int:
+    """The Tk window, with the pipeline on its own thread (started now, or by the Camera button)."""
+    from edge_fer.daemon import PipelineThread
+    from edge_fer.overlay import Overlay, require_display
+
+    require_display()
+    import tkinter as tk
+
+    stop = threading.Event()  # signals, and the end of the daemon's video, close the window
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pipeline = PipelineThread(cfg, on_end=stop.set if camera else None)
+    try:
+        root = tk.Tk()
+    except tk.TclError as e:
+        raise EdgeFerError(f"cannot open the window: {e}") from None
+    with Analyzer.from_config(cfg) as analyzer:
+        overlay = Overlay(root, cfg, analyzer, pipeline.start, pipeline.stop, lambda: pipeline.latest,
+                          should_close=stop.is_set)
+        if camera:
+            overlay.toggle_camera()
+        root.mainloop()
+    pipeline.stop()
+    return EXIT_OK
 
 
 def _setup_logging(level: str) -> None:
@@ -110,7 +193,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     err = err or sys.stderr
     try:
         args = build_parser().parse_args(argv)
-        overrides = list(args.set) + ([f"classifier.model={args.model}"] if args.model else [])
+        overrides = list(args.set) + ([f"classifier.model={args.model}"] if args.model else []) \
+            + ([f"camera.source={args.source}"] if args.source else [])
         cfg = load(args.config, overrides)
         _setup_logging(cfg.logging.level)
         if args.check_config:
@@ -119,7 +203,17 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             return EXIT_OK
         if args.image:
             return run_images(cfg, args, out, err)
-        raise UsageError("nothing to do: give --image PATH (or see edge-fer --help)")
+        if args.json or args.annotate or args.publish:
+            raise UsageError("--json, --annotate and --publish go with --image")
+        if args.gui or args.display:
+            return run_window(cfg, camera=args.display)
+        if cfg.display.enabled:
+            from edge_fer.overlay import display_available
+
+            if display_available():
+                return run_window(cfg, camera=True)
+            log.info("display.enabled but no display here: running headless")
+        return run_daemon(args, overrides, cfg)
     except EdgeFerError as e:
         print(f"edge-fer: {e}", file=err)
         return e.exit_code

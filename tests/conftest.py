@@ -51,3 +51,46 @@ def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     return ix * iy / min(a[2] * a[3], b[2] * b[3])
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
+    """An MJPG .avi of BGR frames (OpenCV's built-in encoder)."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened(), "OpenCV cannot write MJPG video here"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def clear_faces(fer_private):
+    """Per emotion, PrivateTest faces that, pasted into a frame, are found and classified as labelled."""
+    from edge_fer import Analyzer
+
+    analyzer = Analyzer()
+    chosen: dict[str, list[np.ndarray]] = {}
+    for code, name in ((3, "happy"), (5, "surprise"), (6, "neutral")):
+        picks = []
+        for i in np.flatnonzero(fer_private.y == code)[:150]:
+            frame, _ = paste_faces([fer_private.x[i]], size=180)
+            faces = analyzer.analyze(frame)
+            if len(faces) == 1 and faces[0].emotion == name and faces[0].confidence > 0.6:
+                picks.append(fer_private.x[i])
+            if len(picks) == 3:
+                break
+        chosen[name] = picks
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def face_video(tmp_path_factory, clear_faces) -> Path:
+    """2 s of a happy face, 2 s of a surprised one in the same place, then 1.5 s of no face (15 fps)."""
+    if not clear_faces["happy"] or not clear_faces["surprise"]:
+        pytest.skip("no clear happy and surprised faces found for the video")
+    blank, _ = paste_faces([], size=180)
+    happy, _ = paste_faces([clear_faces["happy"][0]], size=180)
+    surprise, _ = paste_faces([clear_faces["surprise"][0]], size=180)
+    frames = [happy] * 30 + [surprise] * 30 + [blank] * 22
+    return write_video(tmp_path_factory.mktemp("video") / "faces.avi", frames)

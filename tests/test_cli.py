@@ -138,8 +138,8 @@ def test_usage_and_config_errors(tmp_path: Path) -> None:
     assert code == EXIT_USAGE and "unrecognized arguments: --bogus" in err
     code, _, err = run("--image", str(ASTRONAUT), "--set", "detector.min_neighbours=2")
     assert code == EXIT_USAGE and "unknown key detector.min_neighbours" in err
-    code, _, err = run()
-    assert code == EXIT_USAGE and "nothing to do" in err
+    code, _, err = run("--json")
+    assert code == EXIT_USAGE and "--json, --annotate and --publish go with --image" in err
 
 
 def test_check_config_prints_the_merged_config(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and logs of this run")
     p.add_argument("--arch", choices=ARCHS, default="edge")
     p.add_argument("--weights", default=None, help="for vgg16/resnet50: imagenet (needs internet), a weights file, or none")
-    p.add_argument("--epochs", type=int, default=90)
+    p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float, default=5e-4)

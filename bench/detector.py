@@ -1,0 +1,64 @@
+"""Found-versus-true faces of the detector at several settings, on real photos and pasted FER-2013 faces.
+
+    python bench/detector.py [--data ../shared/data/fer2013.tar.gz]
+
+Positives: 200 PrivateTest faces pasted two per 640x480 frame at 150 px, on flat gray and on
+the busy no-face photos; the example astronaut photo (one face). Negatives: the photos with
+no face (coffee, a cat, a rocket). A found box counts as a face when it covers more than half
+of a pasted face; every other box is a phantom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_fer.config import DetectorConfig  # noqa: E402
+from edge_fer.detector import FaceDetector  # noqa: E402
+from edge_fer.images import read_image  # noqa: E402
+from tests.conftest import ASTRONAUT, FER_TARBALL, NO_FACE_IMAGES, overlap, paste_faces  # noqa: E402
+from training import data  # noqa: E402
+
+SETTINGS = [  # (min_neighbors, min_level_weight, min_face_fraction); the first is OpenCV's usual
+    (3, -1e9, 0.0), (4, 0.5, 0.05), (5, 1.0, 0.05), (6, 1.5, 0.06), (8, 2.5, 0.06),
+]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=FER_TARBALL)
+    args = p.parse_args()
+    faces = data.load(args.data)["PrivateTest"]
+    idx = np.random.default_rng(0).choice(len(faces), 200, replace=False)
+    negatives = [read_image(path, 10**8) for path in NO_FACE_IMAGES]
+    astronaut = read_image(ASTRONAUT, 10**8)
+    default = DetectorConfig()
+    print("min_neighbors  min_level_weight  min_face_fraction | pasted found  phantoms in pasted frames"
+          "  phantoms in no-face photos  astronaut boxes")
+    for mn, lw, frac in SETTINGS:
+        det = FaceDetector(DetectorConfig(min_neighbors=mn, min_level_weight=lw, min_face_fraction=frac,
+                                          detect_width=default.detect_width, scale_factor=default.scale_factor))
+        found = extra = 0
+        for k in range(0, 200, 2):
+            background = negatives[k % 3] if k % 4 == 0 else None
+            frame, truth = paste_faces([faces.x[idx[k]], faces.x[idx[k + 1]]], size=150, background=background)
+            boxes = det.detect(frame)
+            found += sum(any(overlap(t, b) > 0.5 for b in boxes) for t in truth)
+            extra += sum(not any(overlap(t, b) > 0.5 for t in truth) for b in boxes)
+        phantoms = sum(len(det.detect(img)) for img in negatives)
+        mark = "  <- default" if (mn, lw, frac) == (default.min_neighbors, default.min_level_weight,
+                                                       default.min_face_fraction) else ""
+        lw_text = "off" if lw < -1e6 else f"{lw}"
+        print(f"{mn:>13}  {lw_text:>16}  {frac:>17} | {found:>8}/200  {extra:>25}  {phantoms:>26}  "
+              f"{len(det.detect(astronaut)):>15}{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Frame capture in its own thread, keeping only the newest frame (the only module that opens cameras)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from edge_fer.config import CameraConfig
+from edge_fer.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+FAILURES_BEFORE_REOPEN = 10
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame with its sequence number and capture time (monotonic and wall clock)."""
+
+    image: np.ndarray
+    seq: int
+    t: float
+    wall: float
+
+
+class Source(Protocol):
+    """Something that yields frames: an OpenCV capture or a Pi camera."""
+
+    def read(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
+
+
+class OpenCVSource:
+    """A V4L2/USB camera, video file or stream URL through OpenCV."""
+
+    def __init__(self, cfg: CameraConfig) -> None:
+        src = cfg.source
+        target: int | str = int(src) if isinstance(src, int) or re.fullmatch(r"\d+", str(src)) else str(src)
+        self.is_file = isinstance(target, str) and "://" not in target and not target.startswith("/dev/")
+        if self.is_file and not Path(target).is_file():
+            raise OSError(f"{target}: no such video file")
+        self._cap = cv2.VideoCapture(target)
+        if not self._cap.isOpened():
+            raise OSError(f"{target}: cannot open")
+        if not self.is_file:
+            self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+            self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+            self._cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+
+    def read(self) -> np.ndarray | None:
+        """The next frame, or None when none came."""
+        ok, frame = self._cap.read()
+        return frame if ok and frame is not None and frame.size else None
+
+    def close(self) -> None:
+        """Release the device or file."""
+        self._cap.release()
+
+
+class PiCameraSource:
+    """The Raspberry Pi camera through picamera2 (installed from apt on Raspberry Pi OS)."""
+
+    def __init__(self, cfg: CameraConfig) -> None:
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError:
+            raise UsageError("camera.source is picamera2 but picamera2 is not installed: "
+                             "sudo apt install python3-picamera2") from None
+        self._cam = Picamera2()
+        config = self._cam.create_video_configuration(
+            main={"size": (cfg.width, cfg.height), "format": "RGB888"},
+            controls={"FrameRate": cfg.fps})
+        self._cam.configure(config)
+        self._cam.start()
+        self.is_file = False
+
+    def read(self) -> np.ndarray | None:
+        """The next frame (picamera2's RGB888 is BGR in memory)."""
+        return self._cam.capture_array("main")
+
+    def close(self) -> None:
+        """Stop and release the camera."""
+        self._cam.stop()
+        self._cam.close()
+
+
+def open_source(cfg: CameraConfig) -> Source:
+    """The source named by camera.source."""
+    if cfg.source == "picamera2":
+        return PiCameraSource(cfg)
+    return OpenCVSource(cfg)
+
+
+class Capture:
+    """Reads frames in a thread and keeps the newest; reopens a failed source with backoff."""
+
+    def __init__(self, cfg: CameraConfig) -> None:
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.state = "starting"  # starting, ok, down, ended
+        self.frames = 0
+        self.dropped = 0
+        self._latest: Frame | None = None
+        self._taken_seq = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+
+    def __enter__(self) -> "Capture":
+        if self.cfg.source == "picamera2":
+            open_source(self.cfg).close()  # fail now, with the apt hint, rather than retry forever
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop the thread and release the source."""
+        self.stop_event.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def camera_ok(self) -> bool:
+        """True while frames are arriving."""
+        return self.state == "ok"
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self.state:
+            level = logging.INFO if state in ("ok", "ended") else logging.WARNING
+            log.log(level, "camera %s: %s%s", self.cfg.source, state, f" ({detail})" if detail else "")
+            self.state = state
+            with self._cond:
+                self._cond.notify_all()
+
+    def latest(self, timeout: float) -> Frame | None:
+        """The newest frame not yet taken, waiting up to `timeout`; None if none came or capture ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: (self._latest is not None and self._latest.seq > self._taken_seq)
+                                or self.state == "ended" or self.stop_event.is_set(), timeout)
+            frame = self._latest
+            if frame is None or frame.seq <= self._taken_seq:
+                return None
+            self._taken_seq = frame.seq
+            return frame
+
+    def _publish(self, image: np.ndarray) -> None:
+        with self._cond:
+            self.frames += 1
+            if self._latest is not None and self._latest.seq > self._taken_seq:
+                self.dropped += 1  # the pipeline did not take the previous one: newest wins
+            self._latest = Frame(image, self.frames, time.monotonic(), time.time())
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                source = open_source(self.cfg)
+            except (OSError, cv2.error, RuntimeError) as e:
+                self._set_state("down", str(e))
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
+                continue
+            try:
+                result = self._read_until_failure(source)
+            finally:
+                source.close()
+            if result == "ended":
+                self._set_state("ended", "end of the video file")
+                return
+            if result == "failed":
+                self._set_state("down", "no frames")
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
+            else:
+                backoff = 0.5
+
+    def _read_until_failure(self, source: Source) -> str:
+        """Read frames until stop ('stopped'), a file's end ('ended', unless looping) or repeated failure."""
+        period = 1.0 / self.cfg.fps
+        failures = 0
+        next_t = time.monotonic()
+        delivered = False
+        is_file = getattr(source, "is_file", False)
+        while not self.stop_event.is_set():
+            image = source.read()
+            if image is None:
+                failures += 1
+                if is_file and delivered:
+                    return "looped" if self.cfg.loop else "ended"
+                if failures >= FAILURES_BEFORE_REOPEN:
+                    return "failed"
+                self.stop_event.wait(min(period, 0.1))
+                continue
+            failures = 0
+            delivered = True
+            self._set_state("ok")
+            self._publish(image)
+            if is_file:
+                # A file is played at the configured rate, as a camera would deliver it.
+                next_t += period
+                self.stop_event.wait(max(0.0, next_t - time.monotonic()))
+        return "stopped"

@@ -1,0 +1,210 @@
+"""The long-running pipeline: capture, detect, classify, track, publish; one stop event owns it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+
+from edge_fer.analyze import Analyzer, Face
+from edge_fer.capture import Capture, Frame
+from edge_fer.config import Config
+from edge_fer.events import EventFactory, utc_now
+from edge_fer.sdnotify import Notifier
+from edge_fer.tracking import TrackEvent, Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the pipeline made of one frame: what the overlay draws."""
+
+    frame: Frame
+    faces: list[Face]
+    track_ids: list[int | None]
+    fps: float
+    dropped: int
+    camera: str
+
+
+@dataclass
+class Stats:
+    """Running figures for state messages and STATUS=."""
+
+    started: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    fps: float = 0.0
+    _window: list[float] = field(default_factory=list)
+
+    def tick(self, now: float) -> None:
+        """Count one processed frame; fps over the last two seconds."""
+        self.frames += 1
+        self._window.append(now)
+        while self._window and now - self._window[0] > 2.0:
+            self._window.pop(0)
+        span = self._window[-1] - self._window[0] if len(self._window) > 1 else 0.0
+        self.fps = (len(self._window) - 1) / span if span > 0 else 0.0
+
+
+class Daemon:
+    """Runs the pipeline until `stop` is set (by a signal, the window, or the end of a video file)."""
+
+    def __init__(self, cfg: Config, stop: threading.Event, analyzer: Analyzer | None = None,
+                 notifier: Notifier | None = None, publisher: Any = None) -> None:
+        self.cfg = cfg
+        self.stop = stop
+        self.analyzer = analyzer or Analyzer.from_config(cfg)
+        self.notifier = notifier or Notifier()
+        self.tracker = Tracker(cfg.tracking, self.analyzer.classifier.labels)
+        self.events = EventFactory(cfg.device_id)
+        self.stats = Stats()
+        self.latest: Result | None = None
+        self._publisher = publisher
+        self._boxes: list[tuple[int, int, int, int]] = []
+        self._frame_size = (0, 0)
+        self._last_state = 0.0
+        self._last_state_doc: dict[str, Any] | None = None
+        self._ready = False
+
+    def _make_publisher(self) -> Any:
+        if self._publisher is not None:
+            return self._publisher
+        if not self.cfg.mqtt.enabled:
+            return None
+        from edge_fer.mqtt import MqttPublisher
+
+        return MqttPublisher(self.cfg.mqtt, self.cfg.device_id)
+
+    def process(self, frame: Frame) -> tuple[list[Face], list[TrackEvent]]:
+        """Detect (every Nth frame, carrying boxes between), classify in one call, and track."""
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY) if frame.image.ndim == 3 else frame.image
+        h, w = gray.shape[:2]
+        if (w, h) != self._frame_size:
+            self._frame_size = (w, h)
+            self._boxes = []  # boxes from a frame of another size mean nothing here
+        if (frame.seq - 1) % self.cfg.detector.every_n_frames == 0 or not self._boxes:
+            self._boxes = self.analyzer.detector.detect_gray(gray)
+        faces = self.analyzer.classify(gray, self._boxes)
+        return faces, self.tracker.update(faces, frame.t)
+
+    def state_doc(self, capture: Capture, publisher: Any) -> dict[str, Any]:
+        """The retained state message."""
+        tracks = [{"track_id": t.id, "emotion": self.tracker.labels[t.label], "confidence": round(t.confidence(), 4),
+                   "box": list(t.box)} for t in self.tracker.tracks.values()]
+        dominant = max(tracks, key=lambda t: t["box"][2] * t["box"][3])["emotion"] if tracks else None
+        return {"device": self.cfg.device_id, "camera": capture.state, "faces": len(tracks),
+                "dominant_emotion": dominant, "tracks": tracks, "fps": round(self.stats.fps, 2),
+                "frames": self.stats.frames, "dropped_frames": capture.dropped,
+                "dropped_events": getattr(publisher, "dropped", 0),
+                "uptime": round(time.monotonic() - self.stats.started, 1), "ts": utc_now()}
+
+    def _send(self, publisher: Any, events: list[TrackEvent]) -> None:
+        for e in events:
+            doc = self.events.event(e, self._frame_size)
+            log.info("track %d %s: %s %.2f", e.track_id, e.type, e.emotion, e.confidence)
+            if publisher is not None:
+                publisher.publish_event(doc)
+
+    def _maybe_state(self, capture: Capture, publisher: Any, now: float, changed: bool) -> None:
+        if now - self._last_state < self.cfg.mqtt.state_interval_seconds and not changed:
+            return
+        doc = self.state_doc(capture, publisher)
+        self._last_state = now
+        self._last_state_doc = doc
+        if publisher is not None:
+            publisher.publish_state(doc)
+        self.notifier.status(f"{doc['fps']:.1f} fps, {doc['faces']} faces, camera {doc['camera']}")
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit status."""
+        publisher = self._make_publisher()
+        if publisher is not None:
+            publisher.start()
+        capture = Capture(self.cfg.camera)
+        camera_was = ""
+        try:
+            capture.__enter__()
+            log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.device_id)
+            while not self.stop.is_set():
+                self.notifier.watchdog()
+                frame = capture.latest(timeout=0.25)
+                now = time.monotonic()
+                if frame is None:
+                    if capture.state == "ended":
+                        log.info("end of the video file: stopping")
+                        break
+                    # No frames: faces cannot be seen, so their tracks end on time.
+                    self._send(publisher, self.tracker.update([], now))
+                    self._maybe_state(capture, publisher, now, capture.state != camera_was)
+                    camera_was = capture.state
+                    continue
+                faces, events = self.process(frame)
+                self.stats.tick(now)
+                self._send(publisher, events)
+                self.latest = Result(frame, faces, self.tracker.track_ids_for(faces), self.stats.fps,
+                                     capture.dropped, capture.state)
+                if not self._ready:
+                    self._ready = True
+                    self.notifier.ready(f"first frame processed from {self.cfg.camera.source}")
+                    log.info("first frame processed (%dx%d)", *self._frame_size)
+                self._maybe_state(capture, publisher, now, bool(events) or capture.state != camera_was)
+                camera_was = capture.state
+        finally:
+            self.shutdown(capture, publisher)
+        return 0
+
+    def shutdown(self, capture: Capture, publisher: Any) -> None:
+        """Stop in order: capture, then the pipeline's open tracks, then MQTT (offline before disconnect)."""
+        self.notifier.stopping()
+        capture.close()
+        self._send(publisher, self.tracker.close_all(time.monotonic()))
+        if publisher is not None:
+            self._maybe_state(capture, publisher, time.monotonic(), True)
+            publisher.stop()
+        self.analyzer.classifier.close()
+        log.info("stopped after %d frames", self.stats.frames)
+
+
+
+class PipelineThread:
+    """A daemon on its own thread that can be started and stopped (the window's camera)."""
+
+    def __init__(self, cfg: Config, on_end: Any = None) -> None:
+        self.cfg = cfg
+        self._on_end = on_end
+        self._daemon: Daemon | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def latest(self) -> Result | None:
+        """The newest result of the running pipeline."""
+        return self._daemon.latest if self._daemon is not None else None
+
+    def start(self) -> None:
+        """Start a fresh pipeline."""
+        self.stop()
+        self._stop = threading.Event()
+        self._daemon = Daemon(self.cfg, self._stop)
+        stop = self._stop
+
+        def run() -> None:
+            assert self._daemon is not None
+            self._daemon.run()
+            if not stop.is_set() and self._on_end is not None:
+                self._on_end()  # the source ended by itself
+
+        self._thread = threading.Thread(target=run, name="pipeline", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the pipeline in order and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

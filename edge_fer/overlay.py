@@ -1,0 +1,272 @@
+"""The Tk window: live frames with faces and scores, open a photo, snapshots and recordings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import tkinter as tk
+from pathlib import Path
+from tkinter import filedialog
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from edge_fer.analyze import Analyzer, Face
+from edge_fer.annotate import annotate, color_of
+from edge_fer.config import Config
+from edge_fer.errors import EdgeFerError, UsageError
+from edge_fer.images import read_image
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 30
+PANEL_W = 260
+
+
+def display_available() -> bool:
+    """True when a window can be opened (X11 or Wayland)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def require_display() -> None:
+    """Raise the clear error for a window asked for without a display."""
+    if not display_available():
+        raise UsageError("the window needs a display (DISPLAY or WAYLAND_DISPLAY is not set); "
+                         "run without --display/--gui for the headless daemon")
+
+
+def hex_color(bgr: tuple[int, int, int]) -> str:
+    """A Tk colour from a BGR tuple."""
+    return "#%02x%02x%02x" % (bgr[2], bgr[1], bgr[0])
+
+
+class Overlay:
+    """The window; it polls the newest pipeline result with after() and never waits on inference."""
+
+    def __init__(self, root: tk.Tk, cfg: Config, analyzer: Analyzer,
+                 start_camera: Callable[[], object] | None = None,
+                 stop_camera: Callable[[], None] | None = None,
+                 latest: Callable[[], object] | None = None,
+                 on_quit: Callable[[], None] | None = None,
+                 should_close: Callable[[], bool] | None = None) -> None:
+        self.root, self.cfg, self.analyzer = root, cfg, analyzer
+        self._start_camera, self._stop_camera = start_camera, stop_camera
+        self._latest = latest or (lambda: None)
+        self._on_quit = on_quit
+        self._should_close = should_close or (lambda: False)
+        self.save_dir = Path(cfg.display.save_dir).expanduser()
+        self.shown: np.ndarray | None = None  # the annotated frame on screen, full size
+        self.faces: list[Face] = []
+        self.scale = 1.0
+        self.offset = (0, 0)
+        self.camera_on = False
+        self.recorder: cv2.VideoWriter | None = None
+        self.record_path: Path | None = None
+        self._record_size = (0, 0)
+        self._seen_seq = -1
+        self._photo: tk.PhotoImage | None = None
+        self._pending: tuple[str, np.ndarray | None, list[Face], str] | None = None
+        self._build()
+        self.root.after(POLL_MS, self._poll)
+
+    def _build(self) -> None:
+        root = self.root
+        root.title("edge-fer")
+        root.geometry("1000x600")
+        root.minsize(480, 320)
+        bar = tk.Frame(root)
+        bar.pack(side=tk.TOP, fill=tk.X)
+        self.buttons = {}
+        for key, text, cmd in (("o", "Open image (o)", self.open_dialog), ("c", "Camera (c)", self.toggle_camera),
+                               ("s", "Snapshot (s)", self.snapshot), ("r", "Record (r)", self.toggle_record),
+                               ("q", "Quit (q)", self.quit)):
+            b = tk.Button(bar, text=text, command=cmd)
+            b.pack(side=tk.LEFT, padx=2, pady=2)
+            self.buttons[key] = b
+            root.bind(f"<Key-{key}>", lambda _e, c=cmd: c())
+        if self._start_camera is None:
+            self.buttons["c"].configure(state=tk.DISABLED)
+        self.status = tk.Label(root, anchor=tk.W, text="no picture yet: open an image or start the camera")
+        self.status.pack(side=tk.BOTTOM, fill=tk.X)
+        body = tk.Frame(root)
+        body.pack(fill=tk.BOTH, expand=True)
+        self.panel = tk.Canvas(body, width=PANEL_W, bg="#202020", highlightthickness=0)
+        self.panel.pack(side=tk.RIGHT, fill=tk.Y)
+        self.video = tk.Canvas(body, bg="black", highlightthickness=0)
+        self.video.pack(side=tk.LEFT, fill=tk.BOTH, expand=True)
+        self.video.bind("<Configure>", lambda _e: self._redraw())
+        root.protocol("WM_DELETE_WINDOW", self.quit)
+
+    # Drawing -------------------------------------------------------------------------------
+
+    def show(self, frame: np.ndarray, faces: list[Face], labels: dict[int, str] | None = None, status: str = "") -> None:
+        """Put a frame and its faces on screen."""
+        self.shown = annotate(frame, faces, labels)
+        self.faces = faces
+        if self.recorder is not None:
+            self._record_frame()
+        self._redraw()
+        self._draw_panel()
+        if status:
+            self.status.configure(text=status)
+
+    def _redraw(self) -> None:
+        if self.shown is None:
+            return
+        cw, ch = max(1, self.video.winfo_width()), max(1, self.video.winfo_height())
+        h, w = self.shown.shape[:2]
+        self.scale = min(cw / w, ch / h)
+        size = (max(1, int(w * self.scale)), max(1, int(h * self.scale)))
+        img = cv2.resize(self.shown, size, interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR)
+        ok, ppm = cv2.imencode(".ppm", img)
+        self._photo = tk.PhotoImage(data=ppm.tobytes(), format="PPM")
+        self.offset = ((cw - size[0]) // 2, (ch - size[1]) // 2)
+        self.video.delete("all")
+        self.video.create_image(*self.offset, image=self._photo, anchor=tk.NW, tags=("frame",))
+
+    def _draw_panel(self) -> None:
+        """A bar chart of every emotion for each face (largest first), as many as fit."""
+        p = self.panel
+        p.delete("all")
+        height = max(1, p.winfo_height())
+        y = 8
+        if not self.faces:
+            p.create_text(10, y, anchor=tk.NW, fill="#c0c0c0", text="no faces", tags=("empty",))
+            return
+        for i, face in enumerate(self.faces):
+            block = 24 + 18 * len(face.scores)
+            if y + block > height and i > 0:
+                p.create_text(10, y, anchor=tk.NW, fill="#c0c0c0", text=f"+{len(self.faces) - i} more")
+                break
+            p.create_text(10, y, anchor=tk.NW, fill=hex_color(color_of(face.emotion)),
+                          text=f"face {i + 1}: {face.emotion} {face.confidence:.0%}", tags=(f"title{i}",))
+            y += 20
+            for name, prob in face.scores.items():
+                p.create_text(10, y + 7, anchor=tk.W, fill="#e0e0e0", text=name)
+                w = int((PANEL_W - 90) * prob)
+                p.create_rectangle(75, y + 1, 75 + max(1, w), y + 14, fill=hex_color(color_of(name)), outline="",
+                                   tags=(f"bar{i}", f"bar{i}_{name}"))
+                y += 18
+            y += 4
+
+    # Polling -------------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        if self._should_close():
+            self.quit()  # SIGTERM or the end of a video: close as the Quit button does
+            return
+        try:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                path, frame, faces, error = pending
+                if error:
+                    self.status.configure(text=error)
+                else:
+                    self.show(frame, faces, status=f"{path}: {len(faces)} face(s)")
+            result = self._latest() if self.camera_on else None
+            if result is not None and result.frame.seq != self._seen_seq:
+                self._seen_seq = result.frame.seq
+                labels = {i: f"#{t}" for i, t in enumerate(result.track_ids) if t is not None}
+                rec = "  REC" if self.recorder is not None else ""
+                self.show(result.frame.image, result.faces, labels,
+                          f"{result.fps:.1f} fps  dropped {result.dropped}  camera {result.camera}  "
+                          f"faces {len(result.faces)}{rec}")
+        finally:
+            self.root.after(POLL_MS, self._poll)
+
+    # Actions -------------------------------------------------------------------------------
+
+    def open_dialog(self) -> None:
+        """Ask for an image file and analyze it."""
+        path = filedialog.askopenfilename(parent=self.root, title="Open an image",
+                                          filetypes=[("Images", "*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff"),
+                                                     ("All files", "*")])
+        if path:
+            self.open_image(path)
+
+    def open_image(self, path: str | Path) -> threading.Thread:
+        """Analyze an image on a worker thread; the poll loop shows it when done."""
+        def work() -> None:
+            try:
+                frame = read_image(path, self.cfg.images.max_pixels)
+                self._pending = (str(path), frame, self.analyzer.analyze(frame), "")
+            except EdgeFerError as e:
+                self._pending = (str(path), None, [], str(e))
+        if self.camera_on:
+            self.toggle_camera()
+        t = threading.Thread(target=work, name="open-image", daemon=True)
+        t.start()
+        return t
+
+    def toggle_camera(self) -> None:
+        """Start or stop the live pipeline."""
+        if self._start_camera is None:
+            return
+        if self.camera_on:
+            self._stop_camera()
+            self.camera_on = False
+            self.status.configure(text="camera stopped")
+        else:
+            self._start_camera()
+            self.camera_on = True
+            self.status.configure(text="camera starting...")
+
+    def _stamp(self) -> str:
+        return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
+    def snapshot(self) -> Path | None:
+        """Save the shown frame as PNG and its results as JSON beside it."""
+        if self.shown is None:
+            self.status.configure(text="nothing to save yet")
+            return None
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        png = self.save_dir / f"edge-fer-{self._stamp()}.png"
+        cv2.imwrite(str(png), self.shown)
+        png.with_suffix(".json").write_text(json.dumps(
+            {"image": png.name, "width": self.shown.shape[1], "height": self.shown.shape[0],
+             "faces": [f.to_dict() for f in self.faces]}, indent=1))
+        self.status.configure(text=f"saved {png}")
+        log.info("snapshot saved to %s", png)
+        return png
+
+    def toggle_record(self) -> Path | None:
+        """Start or stop recording the annotated stream to an .avi file."""
+        if self.recorder is not None:
+            self.recorder.release()
+            self.recorder = None
+            self.status.configure(text=f"recording saved to {self.record_path}")
+            log.info("recording saved to %s", self.record_path)
+            return self.record_path
+        if self.shown is None:
+            self.status.configure(text="nothing to record yet")
+            return None
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        self.record_path = self.save_dir / f"edge-fer-{self._stamp()}.avi"
+        h, w = self.shown.shape[:2]
+        self._record_size = (w, h)
+        self.recorder = cv2.VideoWriter(str(self.record_path), cv2.VideoWriter_fourcc(*"MJPG"),
+                                        self.cfg.camera.fps, (w, h))
+        self._record_frame()
+        return self.record_path
+
+    def _record_frame(self) -> None:
+        assert self.recorder is not None and self.shown is not None
+        w, h = self._record_size
+        # A frame of another size (a new source) is fitted to the file's size.
+        frame = self.shown if self.shown.shape[:2] == (h, w) else cv2.resize(self.shown, (w, h))
+        self.recorder.write(frame)
+
+    def quit(self) -> None:
+        """Stop recording and the pipeline in order, then close the window."""
+        if self.recorder is not None:
+            self.toggle_record()
+        if self.camera_on and self._stop_camera is not None:
+            self._stop_camera()
+            self.camera_on = False
+        if self._on_quit is not None:
+            self._on_quit()
+        self.root.destroy()

@@ -1,0 +1,133 @@
+"""Following faces across frames: track ids by box overlap, smoothed scores, steady labels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_fer.analyze import Face
+from edge_fer.config import TrackingConfig
+from edge_fer.detector import Box
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    """One face followed over time."""
+
+    id: int
+    box: Box
+    scores: np.ndarray
+    label: int
+    started: float
+    last_seen: float
+    candidate: int = -1
+    candidate_since: float = 0.0
+    seen_frames: int = 1
+
+    def confidence(self) -> float:
+        """Smoothed probability of the current label."""
+        return float(self.scores[self.label])
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """A track started, changed its emotion, or ended."""
+
+    type: str
+    track_id: int
+    emotion: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    box: Box = (0, 0, 0, 0)
+    duration: float = 0.0
+
+
+class Tracker:
+    """Match each frame's faces to tracks and report start, change and end events."""
+
+    def __init__(self, config: TrackingConfig, labels: tuple[str, ...]) -> None:
+        self.config = config
+        self.labels = labels
+        self.tracks: dict[int, Track] = {}
+        self._next_id = 1
+
+    def _event(self, kind: str, t: Track, now: float) -> TrackEvent:
+        return TrackEvent(kind, t.id, self.labels[t.label], t.confidence(),
+                          {k: float(v) for k, v in zip(self.labels, t.scores)}, t.box, now - t.started)
+
+    def _match(self, faces: list[Face]) -> dict[int, int]:
+        """Face index -> track id, greedily by highest overlap above the threshold."""
+        pairs = sorted(((iou(f.box, t.box), i, tid) for i, f in enumerate(faces) for tid, t in self.tracks.items()),
+                       reverse=True)
+        matched: dict[int, int] = {}
+        used: set[int] = set()
+        for overlap, i, tid in pairs:
+            if overlap < self.config.iou_threshold:
+                break
+            if i not in matched and tid not in used:
+                matched[i] = tid
+                used.add(tid)
+        return matched
+
+    def _smooth(self, t: Track, scores: np.ndarray, now: float) -> TrackEvent | None:
+        cfg = self.config
+        dt = max(0.0, now - t.last_seen)
+        alpha = 1.0 if cfg.smoothing_seconds <= 0 else 1.0 - math.exp(-dt / cfg.smoothing_seconds)
+        t.scores = (1 - alpha) * t.scores + alpha * scores
+        t.last_seen = now
+        t.seen_frames += 1
+        top = int(np.argmax(t.scores))
+        if top == t.label:
+            t.candidate = -1
+            return None
+        if top != t.candidate:
+            t.candidate, t.candidate_since = top, now
+        lead = t.scores[top] - t.scores[t.label]
+        # A new emotion wins when it leads by the margin, or has led for long enough.
+        if lead >= cfg.switch_margin or now - t.candidate_since >= cfg.switch_seconds:
+            t.label, t.candidate = top, -1
+            return self._event("change", t, now)
+        return None
+
+    def update(self, faces: list[Face], now: float) -> list[TrackEvent]:
+        """Advance to a new frame's faces at time `now` (seconds); returns the events it caused."""
+        events: list[TrackEvent] = []
+        matched = self._match(faces)
+        for i, face in enumerate(faces):
+            scores = np.array([face.scores[k] for k in self.labels], np.float64)
+            if i in matched:
+                t = self.tracks[matched[i]]
+                t.box = face.box
+                change = self._smooth(t, scores, now)
+                if change:
+                    events.append(change)
+            else:
+                t = Track(self._next_id, face.box, scores, int(np.argmax(scores)), now, now)
+                self._next_id += 1
+                self.tracks[t.id] = t
+                events.append(self._event("start", t, now))
+        for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.config.max_missing_seconds]:
+            events.append(self._event("end", self.tracks.pop(tid), now))
+        return events
+
+    def close_all(self, now: float) -> list[TrackEvent]:
+        """End every open track (at shutdown)."""
+        events = [self._event("end", t, now) for t in self.tracks.values()]
+        self.tracks.clear()
+        return events
+
+    def track_ids_for(self, faces: list[Face]) -> list[int | None]:
+        """The track id of each face of the latest update, by identical box."""
+        by_box = {t.box: t.id for t in self.tracks.values()}
+        return [by_box.get(f.box) for f in faces]

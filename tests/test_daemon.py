@@ -1,0 +1,233 @@
+"""The daemon as systemd runs it: a real subprocess, a real mosquitto, a real notify socket."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.broker import Broker, Subscriber
+from tests.conftest import ROOT, paste_faces, write_video
+
+EVENT_KEYS = {"type", "device", "track_id", "emotion", "confidence", "scores", "box", "frame_size", "ts", "seq"}
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+                                reason="mosquitto is not installed (apt-get install mosquitto)")
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    b = Broker(tmp_path).start()
+    yield b
+    b.stop()
+
+
+def write_config(path: Path, source: Path, port: int, **extra: dict) -> Path:
+    sections = {
+        "camera": {"source": str(source), "fps": 15.0},
+        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "testcam", "state_interval_seconds": 0.5},
+        "tracking": {"max_missing_seconds": 0.4, "smoothing_seconds": 0.3, "switch_seconds": 0.3},
+    }
+    for section, keys in extra.items():
+        sections.setdefault(section, {}).update(keys)
+    import yaml
+
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def start_daemon(config: Path, notify: NotifySocket | None = None, watchdog_usec: int = 0) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "DISPLAY")}
+    env["PYTHONPATH"] = str(ROOT)
+    if notify:
+        env["NOTIFY_SOCKET"] = str(notify.path)
+    if watchdog_usec:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    return subprocess.Popen([sys.executable, "-m", "edge_fer", "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"daemon did not stop within {timeout}s:\n{err[-3000:]}")
+    return proc.returncode, err
+
+
+def test_video_to_mqtt_events_state_discovery_and_notify(tmp_path: Path, broker: Broker, face_video: Path) -> None:
+    sub = Subscriber(broker.port)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        proc = start_daemon(write_config(tmp_path / "c.yaml", face_video, broker.port), notify, watchdog_usec=400_000)
+        code, err = finish(proc, 60)  # the video is 5.5 s; the daemon stops at its end
+        assert code == 0, err
+        assert "Traceback" not in err
+        sub.wait_for(lambda s: any(m.payload == b"offline" for m in s.on("/availability")), 5)
+    finally:
+        notify.close()
+        sub.close()
+
+    availability = [m.payload.decode() for m in sub.on("edge_fer/testcam/availability")]
+    assert availability[0] == "online" and availability[-1] == "offline"
+    events = [m.json() for m in sub.on("edge_fer/testcam/events")]
+    assert [(e["type"], e["emotion"]) for e in events] == [("start", "happy"), ("change", "surprise"),
+                                                            ("end", "surprise")]
+    for e in events:
+        assert EVENT_KEYS <= set(e) and e["device"] == "testcam" and e["frame_size"] == [640, 480]
+        assert len(e["scores"]) == 7 and e["ts"].endswith("Z")
+    assert [e["seq"] for e in events] == [1, 2, 3] and len({e["track_id"] for e in events}) == 1
+    assert 1.0 < events[-1]["duration"] < 5.0
+
+    states = [m.json() for m in sub.on("edge_fer/testcam/state")]
+    assert any(s["faces"] == 1 and s["dominant_emotion"] in ("happy", "surprise") for s in states)
+    assert states[-1]["faces"] == 0 and states[-1]["frames"] > 40
+    assert all(m.retain is False for m in sub.on("/events"))
+    discovery = [m for m in sub.on("/config") if m.topic.startswith("homeassistant/sensor/testcam/")]
+    assert {m.topic.split("/")[3] for m in discovery} == {"emotion", "faces"}
+    assert discovery[0].json()["availability_topic"] == "edge_fer/testcam/availability"
+
+    msgs = notify.messages
+    ready = next(i for i, m in enumerate(msgs) if "READY=1" in m)
+    assert any(m == "WATCHDOG=1" for m in msgs[ready:])
+    assert any(m.startswith("STATUS=") and "fps" in m for m in msgs)
+    assert msgs[-1] == "STOPPING=1" or "STOPPING=1" in msgs
+
+
+def test_sigterm_ends_open_tracks_before_offline(tmp_path: Path, broker: Broker, clear_faces) -> None:
+    happy, _ = paste_faces([clear_faces["happy"][0]], size=180)
+    video = write_video(tmp_path / "loop.avi", [happy] * 15)
+    sub = Subscriber(broker.port)
+    try:
+        proc = start_daemon(write_config(tmp_path / "c.yaml", video, broker.port, camera={"loop": True}))
+        assert sub.wait_for(lambda s: len(s.on("/events")) >= 1, 30), "no start event"
+        proc.send_signal(signal.SIGHUP)  # reload: the pipeline restarts with the re-read config
+        assert sub.wait_for(lambda s: len(s.on("/events")) >= 3, 30), "no restart after SIGHUP"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc, 10)
+        assert code == 0 and time.monotonic() - t0 < 5
+        assert "configuration reloaded" in err
+        sub.wait_for(lambda s: s.on("/availability")[-1:] and s.on("/availability")[-1].payload == b"offline", 5)
+    finally:
+        sub.close()
+    topics = [(m.topic.rsplit("/", 1)[1], m.payload) for m in sub.messages if m.topic.startswith("edge_fer/")]
+    events = [m.json() for m in sub.on("/events")]
+    assert [e["type"] for e in events] == ["start", "end", "start", "end"]
+    last_end = max(i for i, (t, p) in enumerate(topics) if t == "events")
+    last_offline = max(i for i, (t, p) in enumerate(topics) if t == "availability" and p == b"offline")
+    assert last_end < last_offline
+
+
+def _blinking_video(path: Path, faces: list) -> Path:
+    """Faces that come and go: 1 s of a face, 1 s of none, for each face, at 15 fps."""
+    blank, _ = paste_faces([], size=180)
+    frames = []
+    for f in faces:
+        frame, _ = paste_faces([f], size=180)
+        frames += [frame] * 15 + [blank] * 15
+    return write_video(path, frames)
+
+
+def test_broker_down_at_start_and_mid_run_loses_no_event(tmp_path: Path, clear_faces) -> None:
+    faces = clear_faces["happy"] + clear_faces["surprise"] + clear_faces["neutral"]
+    video = _blinking_video(tmp_path / "blink.avi", faces * 2)  # about 36 s of faces coming and going
+    broker = Broker(tmp_path, persistent=True).start()
+    # A durable subscription made first, so the broker keeps everything for the test whenever it arrives.
+    sub = Subscriber(broker.port, "edge_fer/#", client_id="durable-test", durable=True)
+    broker.stop(graceful=True)
+    proc = start_daemon(write_config(tmp_path / "c.yaml", video, broker.port))
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, "the daemon died without a broker"
+        broker.start()  # down at start, then up
+        assert sub.wait_for(lambda s: len(s.on("/events")) >= 3, 30), "nothing delivered after the broker came up"
+        broker.stop(graceful=True)  # gone mid-run
+        time.sleep(5)
+        broker.start()
+        code, err = finish(proc, 90)
+        assert code == 0, err
+        sub.wait_for(lambda s: any(m.payload == b"offline" for m in s.on("/availability")), 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+        broker.stop()
+    assert "lost" in err
+    logged = sum(err.count(f" {kind}: ") for kind in ("start", "change", "end"))
+    seqs = [m.json()["seq"] for m in sub.on("/events")]
+    assert logged >= 12
+    # Every event arrives; QoS 1 may repeat one across a reconnect, but never reorders first arrivals.
+    firsts = list(dict.fromkeys(seqs))
+    assert firsts == list(range(1, logged + 1))
+
+
+def test_camera_missing_at_start_then_appears(tmp_path: Path, broker: Broker, face_video: Path) -> None:
+    later = tmp_path / "late.avi"
+    sub = Subscriber(broker.port)
+    proc = start_daemon(write_config(tmp_path / "c.yaml", later, broker.port))
+    try:
+        assert sub.wait_for(lambda s: any(m.json().get("camera") == "down" for m in s.on("/state")), 20), \
+            "state did not show the camera down"
+        assert proc.poll() is None
+        shutil.copy(face_video, later)
+        assert sub.wait_for(lambda s: len(s.on("/events")) >= 1, 30), "no events after the camera appeared"
+        code, err = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+    assert code == 0
+    assert "no such video file" in err and err.count("no such video file") == 1  # logged once per state change
+
+
+def test_systemd_unit_verifies() -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = ROOT / "systemd" / "edge-fer.service"
+    res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in res.stderr.splitlines()
+                if "edge-fer.service" in line and "Command /usr/local/bin/edge-fer is not executable" not in line
+                and "No such file" not in line]
+    assert problems == [], res.stderr
+    text = unit.read_text()
+    for needle in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "SupplementaryGroups=video",
+                   "/etc/edge-fer/config.yaml", "NoNewPrivileges=yes"):
+        assert needle in text

@@ -1,0 +1,178 @@
+"""The Tk window on a real X server (Xvfb): drawing, buttons, keys, files, and the headless cases."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_fer.annotate import color_of
+from edge_fer.cli import main
+from edge_fer.config import load
+from edge_fer.errors import EXIT_USAGE
+from tests.conftest import ASTRONAUT
+
+pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
+
+
+@pytest.fixture(scope="module")
+def xvfb():
+    """A virtual X display for this module's windows."""
+    for n in range(90, 120):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            break
+    display = f":{n}"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{n}").exists():
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.skip("Xvfb did not start")
+        time.sleep(0.05)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    yield display
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+    proc.kill()
+    proc.wait()
+
+
+def pump(root, until, timeout: float) -> bool:
+    """Run the Tk loop until `until()` is true or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        root.update()
+        if until():
+            return True
+        time.sleep(0.01)
+    return until()
+
+
+def grab(display: str, widget) -> np.ndarray:
+    """A screenshot of a widget from the X server, as BGR."""
+    from PIL import ImageGrab
+
+    x, y = widget.winfo_rootx(), widget.winfo_rooty()
+    img = ImageGrab.grab(bbox=(x, y, x + widget.winfo_width(), y + widget.winfo_height()), xdisplay=display)
+    return cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2BGR)
+
+
+def near(pixels: np.ndarray, bgr: tuple[int, int, int], tol: int = 40) -> np.ndarray:
+    return np.all(np.abs(pixels.astype(int) - np.array(bgr)) <= tol, axis=-1)
+
+
+@pytest.fixture
+def window(xvfb, tmp_path: Path, face_video: Path):
+    import tkinter as tk
+
+    from edge_fer.analyze import Analyzer
+    from edge_fer.daemon import PipelineThread
+    from edge_fer.overlay import Overlay
+
+    cfg = load(None, [f"camera.source={face_video}", "camera.loop=true", "mqtt.enabled=false",
+                      f"display.save_dir={tmp_path / 'saved'}"])
+    pipeline = PipelineThread(cfg)
+    root = tk.Tk()
+    analyzer = Analyzer.from_config(cfg)
+    overlay = Overlay(root, cfg, analyzer, pipeline.start, pipeline.stop, lambda: pipeline.latest)
+    pump(root, lambda: root.winfo_viewable(), 5)
+    yield overlay, pipeline
+    pipeline.stop()
+    try:
+        root.destroy()
+    except tk.TclError:
+        pass
+
+
+def test_live_frames_draw_boxes_and_score_bars_where_the_results_say(window, xvfb) -> None:
+    overlay, pipeline = window
+    overlay.toggle_camera()
+    assert pump(overlay.root, lambda: len(overlay.faces) == 1, 30), "no face shown from the video"
+    pump(overlay.root, lambda: False, 0.3)
+    face = overlay.faces[0]
+    shot = grab(xvfb, overlay.video)
+    x, y, w, h = face.box
+    ox, oy = overlay.offset
+    s = overlay.scale
+    # The box's left edge, in screen pixels, is drawn in the emotion's colour.
+    left = int(ox + x * s)
+    column = shot[int(oy + (y + h / 2) * s) - 5: int(oy + (y + h / 2) * s) + 5, left - 2: left + 3]
+    assert near(column, color_of(face.emotion)).any(), "no box edge where the result puts the face"
+    # Away from the face the frame is the plain gray background.
+    assert near(shot[int(oy + 20 * s), int(ox + 20 * s)][None], (128, 128, 128), 10).all()
+    # The panel's bar for the top emotion is drawn at its coordinates, as long as its probability says.
+    panel = grab(xvfb, overlay.panel)
+    x0, y0, x1, y1 = (int(v) for v in overlay.panel.coords(f"bar0_{face.emotion}"))
+    assert near(panel[y0 + 3: y1 - 3, x0 + 1: x1 - 1], color_of(face.emotion)).mean() > 0.8
+    assert abs((x1 - x0) - (260 - 90) * face.confidence) <= 2
+    assert "fps" in overlay.status.cget("text")
+
+
+def test_snapshot_record_and_keys_write_files(window, xvfb, tmp_path: Path) -> None:
+    overlay, pipeline = window
+    overlay.toggle_camera()
+    assert pump(overlay.root, lambda: overlay.shown is not None and overlay.faces, 30)
+    png = overlay.snapshot()
+    assert png is not None and png.exists()
+    doc = json.loads(png.with_suffix(".json").read_text())
+    assert [f["emotion"] for f in doc["faces"]] == [f.emotion for f in overlay.faces]
+    assert cv2.imread(str(png)).shape == overlay.shown.shape
+
+    path = overlay.toggle_record()
+    seen = overlay._seen_seq
+    pump(overlay.root, lambda: overlay._seen_seq >= seen + 10, 20)
+    assert overlay.toggle_record() == path
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n >= 10
+
+    # The keyboard shortcut, typed by xdotool into the real window.
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed")
+    before = set((tmp_path / "saved").glob("*.png"))
+    wid = overlay.root.winfo_id()
+    overlay.root.focus_force()
+    pump(overlay.root, lambda: False, 0.2)
+    subprocess.run(["xdotool", "key", "--window", str(overlay.root.wm_frame()), "s"], check=True,
+                   env={**os.environ, "DISPLAY": xvfb}, timeout=10)
+    assert pump(overlay.root, lambda: len(set((tmp_path / "saved").glob("*.png")) - before) == 1, 5), \
+        f"the s key did not take a snapshot (window {wid})"
+
+
+def test_open_image_and_quit(window) -> None:
+    overlay, pipeline = window
+    overlay.toggle_camera()
+    pump(overlay.root, lambda: overlay.faces, 30)
+    overlay.open_image(ASTRONAUT).join(10)
+    assert not overlay.camera_on  # opening a photo stops the camera
+    assert pump(overlay.root, lambda: str(ASTRONAUT) in overlay.status.cget("text"), 5)
+    assert len(overlay.faces) == 1 and overlay.shown.shape == (512, 512, 3)
+    overlay.open_image(Path("/nonexistent.png")).join(10)
+    assert pump(overlay.root, lambda: "no such file" in overlay.status.cget("text"), 5)
+    overlay.toggle_camera()
+    pump(overlay.root, lambda: pipeline.latest is not None, 20)
+    overlay.quit()
+    assert pipeline._thread is None  # the pipeline was stopped and joined
+
+
+def test_window_without_a_display_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    for flag in ("--gui", "--display"):
+        err = io.StringIO()
+        assert main([flag], out=io.StringIO(), err=err) == EXIT_USAGE
+        assert err.getvalue().startswith("edge-fer: the window needs a display")

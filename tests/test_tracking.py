@@ -1,0 +1,69 @@
+"""Tracking: ids by overlap, smoothing against flicker, label switching, and ends."""
+
+from __future__ import annotations
+
+from edge_fer.analyze import Face
+from edge_fer.config import TrackingConfig
+from edge_fer.tracking import Tracker, iou
+
+LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def face(box: tuple[int, int, int, int], **probs: float) -> Face:
+    rest = (1.0 - sum(probs.values())) / (len(LABELS) - len(probs))
+    scores = {k: probs.get(k, rest) for k in LABELS}
+    top = max(scores, key=scores.get)
+    return Face(box, top, scores[top], scores)
+
+
+def test_iou() -> None:
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert abs(iou((0, 0, 10, 10), (5, 0, 10, 10)) - 50 / 150) < 1e-9
+
+
+def test_start_follow_and_end() -> None:
+    tr = Tracker(TrackingConfig(max_missing_seconds=0.5), LABELS)
+    ev = tr.update([face((100, 100, 80, 80), happy=0.9), face((300, 100, 80, 80), sad=0.8)], 0.0)
+    assert [(e.type, e.track_id, e.emotion) for e in ev] == [("start", 1, "happy"), ("start", 2, "sad")]
+    # Moving a little keeps the ids.
+    ev = tr.update([face((305, 104, 80, 80), sad=0.8), face((104, 102, 80, 80), happy=0.9)], 0.1)
+    assert ev == [] and sorted(tr.tracks) == [1, 2] and tr.tracks[1].box == (104, 102, 80, 80)
+    ev = tr.update([face((104, 102, 80, 80), happy=0.9)], 0.4)
+    assert ev == []  # track 2 is missing but not for long enough yet
+    ev = tr.update([face((104, 102, 80, 80), happy=0.9)], 0.7)
+    assert [(e.type, e.track_id) for e in ev] == [("end", 2)]
+    assert ev[0].duration == 0.7
+    assert [(e.type, e.track_id) for e in tr.close_all(1.0)] == [("end", 1)]
+
+
+def test_one_frame_blip_does_not_flip_the_label() -> None:
+    tr = Tracker(TrackingConfig(smoothing_seconds=0.8, switch_seconds=0.5, switch_margin=0.1), LABELS)
+    box = (50, 50, 100, 100)
+    tr.update([face(box, happy=0.9)], 0.0)
+    events = []
+    for i in range(1, 10):
+        f = face(box, surprise=0.9) if i == 5 else face(box, happy=0.9)
+        events += tr.update([f], i / 15)
+    assert events == [] and tr.tracks[1].label == LABELS.index("happy")
+
+
+def test_a_lasting_change_is_reported_once() -> None:
+    tr = Tracker(TrackingConfig(smoothing_seconds=0.5, switch_seconds=0.5, switch_margin=0.1), LABELS)
+    box = (50, 50, 100, 100)
+    tr.update([face(box, happy=0.9)], 0.0)
+    changes = []
+    for i in range(1, 45):
+        for e in tr.update([face(box, surprise=0.9)], i / 15):
+            changes.append((round(i / 15, 2), e.type, e.emotion))
+    assert len(changes) == 1 and changes[0][1:] == ("change", "surprise")
+    assert 0.2 < changes[0][0] < 1.0
+
+
+def test_close_scores_switch_after_switch_seconds() -> None:
+    # Neither emotion leads by the margin, so the switch waits for switch_seconds.
+    tr = Tracker(TrackingConfig(smoothing_seconds=0.0, switch_seconds=0.6, switch_margin=0.5), LABELS)
+    box = (0, 0, 50, 50)
+    tr.update([face(box, sad=0.45, neutral=0.40)], 0.0)
+    times = [t / 10 for t in range(1, 12) if tr.update([face(box, sad=0.40, neutral=0.45)], t / 10)]
+    assert times == [0.7]
