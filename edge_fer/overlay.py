@@ -61,6 +61,7 @@ class Overlay:
         self.save_dir = Path(cfg.display.save_dir).expanduser()
         self.shown: np.ndarray | None = None  # the annotated frame on screen, full size
         self.faces: list[Face] = []
+        self.face_labels: dict[int, str] = {}
         self.scale = 1.0
         self.offset = (0, 0)
         self.camera_on = False
@@ -105,8 +106,10 @@ class Overlay:
 
     def show(self, frame: np.ndarray, faces: list[Face], labels: dict[int, str] | None = None, status: str = "") -> None:
         """Put a frame and its faces on screen."""
-        self.shown = annotate(frame, faces, labels)
+        # The panel beside the video carries the score bars, so the frame keeps only boxes and captions.
+        self.shown = annotate(frame, faces, labels, bars=False)
         self.faces = faces
+        self.face_labels = labels or {}
         if self.recorder is not None:
             self._record_frame()
         self._redraw()
@@ -143,7 +146,8 @@ class Overlay:
                 p.create_text(10, y, anchor=tk.NW, fill="#c0c0c0", text=f"+{len(self.faces) - i} more")
                 break
             p.create_text(10, y, anchor=tk.NW, fill=hex_color(color_of(face.emotion)),
-                          text=f"face {i + 1}: {face.emotion} {face.confidence:.0%}", tags=(f"title{i}",))
+                          text=f"{self.face_labels.get(i, f'face {i + 1}')}: {face.emotion} {face.confidence:.0%}",
+                          tags=(f"title{i}",))
             y += 20
             for name, prob in face.scores.items():
                 p.create_text(10, y + 7, anchor=tk.W, fill="#e0e0e0", text=name)
