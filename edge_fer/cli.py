@@ -22,6 +22,9 @@ from edge_fer.images import IMAGE_SUFFIXES, expand_paths, read_image
 
 log = logging.getLogger(__name__)
 
+# Within systemd's TimeoutStopSec (10 s in the unit): a pipeline stuck longer is abandoned.
+SHUTDOWN_GRACE_SECONDS = 6.0
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as an EdgeFerError instead of exiting."""
@@ -128,7 +131,7 @@ def publish_images(cfg: Config, docs: list[dict], err: TextIO, connect_timeout: 
 
 def run_daemon(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
     """Run the daemon; SIGTERM/SIGINT stop it, SIGHUP reloads the config and restarts the pipeline."""
-    from edge_fer.daemon import Daemon
+    from edge_fer.daemon import PipelineThread
 
     stop = threading.Event()
     why = {"reason": ""}
@@ -143,9 +146,16 @@ def run_daemon(args: argparse.Namespace, overrides: list[str], cfg: Config) -> i
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     while True:
-        status = Daemon(cfg, stop).run()
+        # The pipeline runs on its own thread so a stuck one cannot keep the process from stopping.
+        pipeline = PipelineThread(cfg, on_end=stop.set)
+        pipeline.start()
+        stop.wait()
+        if not pipeline.stop(timeout=SHUTDOWN_GRACE_SECONDS):
+            log.error("the pipeline did not stop within %.0f s; exiting without a clean shutdown",
+                      SHUTDOWN_GRACE_SECONDS)
+            return EXIT_RUNTIME
         if why["reason"] != "reload":
-            return status
+            return EXIT_OK
         why["reason"] = ""
         stop.clear()
         try:

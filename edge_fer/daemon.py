@@ -202,9 +202,12 @@ class PipelineThread:
         self._thread = threading.Thread(target=run, name="pipeline", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the pipeline in order and wait for it."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the pipeline in order and wait for it; False if it did not finish in time."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
             self._thread = None
+        return True

@@ -48,7 +48,7 @@ class MqttPublisher:
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "events", "state")}
         self.dropped = 0
         self.connected = threading.Event()
-        self._last_state_log = ""
+        self._state = "connecting"  # connecting, connected, refused, lost
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-fer-{device}")
         # paho keeps QoS 1 messages published while disconnected and sends them, in order, on reconnect;
         # its queue bound is ours, and a full queue refuses the newest event.
@@ -64,18 +64,18 @@ class MqttPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
 
-    def _log_once(self, level: int, text: str) -> None:
-        # Reconnect attempts repeat; the log says each state once.
-        if text != self._last_state_log:
-            self._last_state_log = text
+    def _enter(self, state: str, level: int, text: str) -> None:
+        # Reconnect attempts repeat; the log says each change of state once.
+        if state != self._state:
+            self._state = state
             log.log(level, text)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            self._log_once(logging.ERROR, f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the connection: "
-                                          f"{reason}; retrying")
+            self._enter("refused", logging.ERROR, f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the "
+                                                  f"connection: {reason}; retrying")
             return
-        self._log_once(logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} as {self.base}")
+        self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} as {self.base}")
         client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
         if self.cfg.discovery:
             for topic, doc in discovery_messages(self.cfg.prefix, self.cfg.discovery_prefix, self.device).items():
@@ -84,9 +84,9 @@ class MqttPublisher:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
-        if reason.is_failure or reason.value != 0:
-            self._log_once(logging.WARNING, f"MQTT connection to {self.cfg.host}:{self.cfg.port} lost ({reason}); "
-                                            "events are kept until it is back")
+        if self._state == "connected" and (reason.is_failure or reason.value != 0):
+            self._enter("lost", logging.WARNING, f"MQTT connection to {self.cfg.host}:{self.cfg.port} lost "
+                                                 f"({reason}); events are kept until it is back")
 
     def start(self) -> "MqttPublisher":
         """Connect in the background; a broker that is down is retried with backoff."""

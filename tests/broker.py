@@ -36,7 +36,8 @@ class Broker:
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         # A persistent broker keeps sessions and their queued messages across a graceful restart.
         persistence = ["persistence true", f"persistence_location {workdir}/"] if persistent else ["persistence false"]
-        lines = [f"listener {self.port} 127.0.0.1", *persistence, "log_dest stderr"]
+        # Started as root, mosquitto would become user "mosquitto" and lose access to pytest's private tmp dirs.
+        lines = [f"listener {self.port} 127.0.0.1", *persistence, "log_dest stderr", "user root"]
         lines += [f"password_file {password_file}", "allow_anonymous false"] if password_file else ["allow_anonymous true"]
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None

@@ -231,3 +231,61 @@ def test_systemd_unit_verifies() -> None:
     for needle in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "SupplementaryGroups=video",
                    "/etc/edge-fer/config.yaml", "NoNewPrivileges=yes"):
         assert needle in text
+
+
+def test_stuck_pipeline_stops_watchdog_pings_and_sigterm_still_ends_it(tmp_path: Path, clear_faces) -> None:
+    happy, _ = paste_faces([clear_faces["happy"][0]], size=180)
+    video = write_video(tmp_path / "loop.avi", [happy] * 15)
+    config = write_config(tmp_path / "c.yaml", video, 1, camera={"loop": True}, mqtt={"enabled": False})
+    notify = NotifySocket(tmp_path / "notify.sock")
+    errlog = tmp_path / "stderr.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY",)}
+    env.update(PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000")
+    with open(errlog, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "stuck_daemon.py"), "--config", str(config)],
+                                env=env, stderr=err, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while "blocks now" not in errlog.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "blocks now" in errlog.read_text()
+        assert notify.messages.count("WATCHDOG=1") >= 3  # pings while it worked
+        time.sleep(0.3)
+        pings = notify.messages.count("WATCHDOG=1")
+        time.sleep(1.5)
+        assert notify.messages.count("WATCHDOG=1") == pings, "pings went on from a hung pipeline"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)  # inside the unit's TimeoutStopSec
+        assert time.monotonic() - t0 < 9
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
+    assert proc.returncode == 4
+    assert "the pipeline did not stop within 6 s" in errlog.read_text()
+
+
+def test_refused_credentials_are_logged_and_retried_without_a_crash(tmp_path: Path, face_video: Path) -> None:
+    passwd = tmp_path / "passwd"
+    passwd.write_text("edge:secret\n")
+    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, timeout=10)
+    broker = Broker(tmp_path, password_file=passwd).start()
+    try:
+        config = write_config(tmp_path / "c.yaml", face_video, broker.port, camera={"loop": True},
+                              mqtt={"username": "edge", "password_env": "TEST_MQTT_PW"})
+        os.environ["TEST_MQTT_PW"] = "wrong"
+        try:
+            proc = start_daemon(config)
+        finally:
+            del os.environ["TEST_MQTT_PW"]
+        time.sleep(6)
+        assert proc.poll() is None, "the daemon crashed on refused credentials"
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc, 10)
+    finally:
+        broker.stop()
+    assert code == 0
+    refusals = [line for line in err.splitlines() if "refused the connection" in line]
+    assert len(refusals) == 1, err
+    assert "Not authorized" in refusals[0] or "Bad user name or password" in refusals[0]
