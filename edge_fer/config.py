@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import socket
 import types
 import typing
@@ -158,6 +159,8 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
             return float(value)
         if t is str and isinstance(value, str):
             return value
@@ -168,7 +171,7 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
 def _check_range(key: str, value: Any, where: str) -> None:
     if key in RANGES:
         lo, hi = RANGES[key]
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if not ((lo is None or value >= lo) and (hi is None or value <= hi)):
             raise ConfigError(f"{where}: {key} = {value!r} is out of range [{lo}, {hi}]")
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{where}: {key} = {value!r} must be one of {', '.join(CHOICES[key])}")

@@ -59,8 +59,9 @@ def read_image(path: str | Path, max_pixels: int) -> np.ndarray:
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            # Pillow's own decompression-bomb warning is replaced by our documented limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's warnings (decompression bomb, odd TIFF tags) would break the one-line-per-image output;
+            # the pixel limit below and the errors raised say what matters.
+            warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
