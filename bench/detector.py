@@ -1,19 +1,22 @@
-"""Found-versus-true faces of the detector at several settings, on real photos and pasted FER-2013 faces.
+"""Found-versus-true faces and time of the detector at several settings, on real photos and pasted faces.
 
-    python bench/detector.py [--data ../shared/data/fer2013.tar.gz]
+    taskset -c 1 python bench/detector.py [--data ../shared/data/fer2013.tar.gz]
 
 Positives: 200 PrivateTest faces pasted two per 640x480 frame at 150 px, on flat gray and on
 the busy no-face photos; the example astronaut photo (one face). Negatives: the photos with
 no face (coffee, a cat, a rocket). A found box counts as a face when it covers more than half
-of a pasted face; every other box is a phantom.
+of a pasted face; every other box is a phantom. Time: median detection on one busy 640x480
+frame (the coffee photo with one face), OpenCV on one thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +28,10 @@ from edge_fer.images import read_image  # noqa: E402
 from tests.conftest import ASTRONAUT, FER_TARBALL, NO_FACE_IMAGES, overlap, paste_faces  # noqa: E402
 from training import data  # noqa: E402
 
-SETTINGS = [  # (min_neighbors, min_level_weight, min_face_fraction); the first is OpenCV's usual
-    (3, -1e9, 0.0), (4, 0.5, 0.05), (5, 1.0, 0.05), (6, 1.5, 0.06), (8, 2.5, 0.06),
+SETTINGS = [  # (detect_width, scale_factor, min_neighbors, min_level_weight, min_face_fraction)
+    (640, 1.1, 3, -1e9, 0.0),  # OpenCV's usual settings on the whole frame
+    (480, 1.1, 5, 1.0, 0.05), (320, 1.1, 5, 1.0, 0.1), (320, 1.15, 4, 1.0, 0.1), (320, 1.2, 3, 1.0, 0.1),
+    (320, 1.15, 6, 1.5, 0.1),
 ]
 
 
@@ -39,11 +44,14 @@ def main() -> int:
     negatives = [read_image(path, 10**8) for path in NO_FACE_IMAGES]
     astronaut = read_image(ASTRONAUT, 10**8)
     default = DetectorConfig()
-    print("min_neighbors  min_level_weight  min_face_fraction | pasted found  phantoms in pasted frames"
-          "  phantoms in no-face photos  astronaut boxes")
-    for mn, lw, frac in SETTINGS:
-        det = FaceDetector(DetectorConfig(min_neighbors=mn, min_level_weight=lw, min_face_fraction=frac,
-                                          detect_width=default.detect_width, scale_factor=default.scale_factor))
+    cv2.setNumThreads(1)
+    busy, _ = paste_faces([faces.x[0]], size=140, background=negatives[0])
+    print("| detect_width | scale_factor | min_neighbors | min_level_weight | min_face_fraction | pasted faces found "
+          "| phantoms in pasted frames | phantoms in no-face photos | astronaut boxes (1 face) | ms, busy frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for dw, sf, mn, lw, frac in SETTINGS:
+        det = FaceDetector(DetectorConfig(detect_width=dw, scale_factor=sf, min_neighbors=mn, min_level_weight=lw,
+                                          min_face_fraction=frac))
         found = extra = 0
         for k in range(0, 200, 2):
             background = negatives[k % 3] if k % 4 == 0 else None
@@ -52,11 +60,17 @@ def main() -> int:
             found += sum(any(overlap(t, b) > 0.5 for b in boxes) for t in truth)
             extra += sum(not any(overlap(t, b) > 0.5 for t in truth) for b in boxes)
         phantoms = sum(len(det.detect(img)) for img in negatives)
-        mark = "  <- default" if (mn, lw, frac) == (default.min_neighbors, default.min_level_weight,
-                                                       default.min_face_fraction) else ""
+        times = []
+        for _ in range(25):
+            t0 = time.perf_counter()
+            det.detect(busy)
+            times.append(time.perf_counter() - t0)
+        mark = " (default)" if (dw, sf, mn, lw, frac) == (default.detect_width, default.scale_factor,
+                                                          default.min_neighbors, default.min_level_weight,
+                                                          default.min_face_fraction) else ""
         lw_text = "off" if lw < -1e6 else f"{lw}"
-        print(f"{mn:>13}  {lw_text:>16}  {frac:>17} | {found:>8}/200  {extra:>25}  {phantoms:>26}  "
-              f"{len(det.detect(astronaut)):>15}{mark}")
+        print(f"| {dw}{mark} | {sf} | {mn} | {lw_text} | {frac} | {found}/200 | {extra} | {phantoms} | "
+              f"{len(det.detect(astronaut))} | {np.median(times) * 1000:.1f} |")
     return 0
 
 

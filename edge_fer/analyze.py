@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edge_fer.classifier import EmotionClassifier
-from edge_fer.config import Config, DetectorConfig
+from edge_fer.config import Config, photo_detector
 from edge_fer.detector import Box, FaceDetector
 from edge_fer.images import read_image
 
@@ -41,9 +41,9 @@ class Analyzer:
         self.max_faces = max_faces
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "Analyzer":
-        """Build both parts from the configuration."""
-        return cls(FaceDetector(cfg.detector),
+    def from_config(cls, cfg: Config, photos: bool = False) -> "Analyzer":
+        """Build both parts from the configuration (with the photo detector settings for one-shot images)."""
+        return cls(FaceDetector(photo_detector(cfg) if photos else cfg.detector),
                    EmotionClassifier(cfg.classifier.model or None, threads=cfg.classifier.threads),
                    cfg.classifier.max_faces)
 
@@ -85,5 +85,5 @@ def _default_analyzer() -> Analyzer:
     # Loading the model once per process keeps repeated analyze_image calls fast.
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = Analyzer(FaceDetector(DetectorConfig()), EmotionClassifier())
+        _DEFAULT = Analyzer.from_config(Config(), photos=True)
     return _DEFAULT

@@ -83,7 +83,7 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
         status = EXIT_INPUT
     if not paths:
         return status
-    with Analyzer.from_config(cfg) as analyzer:
+    with Analyzer.from_config(cfg, photos=True) as analyzer:
         labels = analyzer.classifier.labels
         for path in paths:
             try:
@@ -182,7 +182,7 @@ def run_window(cfg: Config, camera: bool) -> int:
         root = tk.Tk()
     except tk.TclError as e:
         raise EdgeFerError(f"cannot open the window: {e}") from None
-    with Analyzer.from_config(cfg) as analyzer:
+    with Analyzer.from_config(cfg, photos=True) as analyzer:
         overlay = Overlay(root, cfg, analyzer, pipeline.start, pipeline.stop, lambda: pipeline.latest,
                           should_close=stop.is_set)
         if camera:

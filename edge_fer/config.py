@@ -34,12 +34,12 @@ class CameraConfig:
 class DetectorConfig:
     """Haar cascade face detection."""
 
-    detect_width: int = 480
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_face_fraction: float = 0.05
+    detect_width: int = 320
+    scale_factor: float = 1.15
+    min_neighbors: int = 4
+    min_face_fraction: float = 0.1
     min_level_weight: float = 1.0
-    every_n_frames: int = 1
+    every_n_frames: int = 2
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ class ImagesConfig:
     """One-shot image mode."""
 
     max_pixels: int = 50_000_000
+    detect_width: int = 1024
+    min_face_fraction: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -143,11 +145,18 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "tracking.switch_margin": (0.0, 1.0),
     "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.qos": (0, 1),
     "mqtt.queue_size": (1, 10_000_000), "mqtt.state_interval_seconds": (0.5, 86400),
-    "images.max_pixels": (1, 1_000_000_000),
+    "images.max_pixels": (1, 1_000_000_000), "images.detect_width": (64, 16384),
+    "images.min_face_fraction": (0.0, 1.0),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
 }
+
+
+def photo_detector(cfg: Config) -> DetectorConfig:
+    """The detector settings for one-shot photos: the images section's width and minimum face size."""
+    return dataclasses.replace(cfg.detector, detect_width=cfg.images.detect_width,
+                               min_face_fraction=cfg.images.min_face_fraction)
 
 
 def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:

@@ -13,7 +13,7 @@ import cv2
 from edge_fer.analyze import Analyzer, Face
 from edge_fer.capture import Capture, Frame
 from edge_fer.config import Config
-from edge_fer.events import EventFactory, utc_now
+from edge_fer.events import EventFactory, utc_iso
 from edge_fer.sdnotify import Notifier
 from edge_fer.tracking import TrackEvent, Tracker
 
@@ -101,11 +101,11 @@ class Daemon:
                 "dominant_emotion": dominant, "tracks": tracks, "fps": round(self.stats.fps, 2),
                 "frames": self.stats.frames, "dropped_frames": capture.dropped,
                 "dropped_events": getattr(publisher, "dropped", 0),
-                "uptime": round(time.monotonic() - self.stats.started, 1), "ts": utc_now()}
+                "uptime": round(time.monotonic() - self.stats.started, 1), "ts": utc_iso()}
 
-    def _send(self, publisher: Any, events: list[TrackEvent]) -> None:
+    def _send(self, publisher: Any, events: list[TrackEvent], captured: float | None = None) -> None:
         for e in events:
-            doc = self.events.event(e, self._frame_size)
+            doc = self.events.event(e, self._frame_size, captured if e.type != "end" else None)
             log.info("track %d %s: %s %.2f", e.track_id, e.type, e.emotion, e.confidence)
             if publisher is not None:
                 publisher.publish_event(doc)
@@ -145,7 +145,7 @@ class Daemon:
                     continue
                 faces, events = self.process(frame)
                 self.stats.tick(now)
-                self._send(publisher, events)
+                self._send(publisher, events, frame.wall)
                 self.latest = Result(frame, faces, self.tracker.track_ids_for(faces), self.stats.fps,
                                      capture.dropped, capture.state)
                 if not self._ready:

@@ -10,9 +10,10 @@ from edge_fer import __version__
 from edge_fer.tracking import TrackEvent
 
 
-def utc_now() -> str:
-    """ISO 8601 UTC time with milliseconds."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_iso(t: float | None = None) -> str:
+    """ISO 8601 UTC time with milliseconds, of `t` (seconds since the epoch) or now."""
+    when = dt.datetime.now(dt.timezone.utc) if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class EventFactory:
@@ -22,12 +23,14 @@ class EventFactory:
         self.device = device
         self._seq = itertools.count(1)
 
-    def event(self, e: TrackEvent, frame_size: tuple[int, int], ts: str | None = None) -> dict[str, Any]:
-        """One start/change/end event."""
+    def event(self, e: TrackEvent, frame_size: tuple[int, int], captured: float | None = None) -> dict[str, Any]:
+        """One start/change/end event; `captured` is the wall time of the frame that caused it."""
         doc = {"type": e.type, "device": self.device, "track_id": e.track_id, "emotion": e.emotion,
                "confidence": round(e.confidence, 4), "scores": {k: round(v, 4) for k, v in e.scores.items()},
                "box": [int(v) for v in e.box], "frame_size": [int(frame_size[0]), int(frame_size[1])],
-               "ts": ts or utc_now(), "seq": next(self._seq)}
+               "ts": utc_iso(), "seq": next(self._seq)}
+        if captured is not None:
+            doc["frame_ts"] = utc_iso(captured)
         if e.type == "end":
             doc["duration"] = round(e.duration, 3)
         return doc
@@ -36,7 +39,7 @@ class EventFactory:
         """A one-shot result (edge-fer --image --publish) in the same schema, type 'image'."""
         return {"type": "image", "device": self.device, "image": image, "face_index": index,
                 "emotion": face["emotion"], "confidence": face["confidence"], "scores": face["scores"],
-                "box": face["box"], "frame_size": list(frame_size), "ts": utc_now(), "seq": next(self._seq)}
+                "box": face["box"], "frame_size": list(frame_size), "ts": utc_iso(), "seq": next(self._seq)}
 
 
 def discovery_messages(prefix: str, discovery_prefix: str, device: str) -> dict[str, dict[str, Any]]:

@@ -69,6 +69,7 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    received: float = 0.0  # wall-clock time of arrival
 
     def json(self) -> Any:
         """The payload parsed as JSON."""
@@ -96,7 +97,7 @@ class Subscriber:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Message(msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append(Message(msg.topic, msg.payload, bool(msg.retain), time.time()))
 
     def on(self, suffix: str) -> list[Message]:
         """Messages whose topic ends with `suffix`."""

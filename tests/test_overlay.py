@@ -85,7 +85,7 @@ def window(xvfb, tmp_path: Path, face_video: Path):
                       f"display.save_dir={tmp_path / 'saved'}"])
     pipeline = PipelineThread(cfg)
     root = tk.Tk()
-    analyzer = Analyzer.from_config(cfg)
+    analyzer = Analyzer.from_config(cfg, photos=True)
     overlay = Overlay(root, cfg, analyzer, pipeline.start, pipeline.stop, lambda: pipeline.latest)
     pump(root, lambda: root.winfo_viewable(), 5)
     yield overlay, pipeline

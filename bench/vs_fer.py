@@ -1,0 +1,129 @@
+"""edge-fer against the `fer` package on the same frames, one core each, in one run.
+
+    python -m venv --system-site-packages /tmp/fer-venv          # TensorFlow, OpenCV come from here
+    /tmp/fer-venv/bin/pip install --no-deps fer==25.10.3
+    python bench/vs_fer.py --fer-python /tmp/fer-venv/bin/python [--data ../shared/data/fer2013.tar.gz]
+
+Frames are 640x480 with 0, 1 or 4 FER-2013 PrivateTest faces upscaled to 140 px, on a flat
+gray background and on busy photos. Each side runs in its own process pinned to one core
+(taskset), with one thread: edge-fer's `Analyzer.analyze` (Haar cascade + int8 LiteRT), and
+fer's `FER(mtcnn=False).detect_emotions` (its Haar cascade + its quantized TFLite model).
+Per-face classification is timed on 48x48 crops through each side's own classifier call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+REPEATS = 60
+
+
+def make_frames(data_path: Path, out: Path) -> None:
+    """Write the benchmark frames and crops to an .npz file."""
+    sys.path.insert(0, str(ROOT))
+    from edge_fer.images import read_image
+    from tests.conftest import NO_FACE_IMAGES, paste_faces
+    from training import data
+
+    faces = data.load(data_path)["PrivateTest"]
+    busy = read_image(NO_FACE_IMAGES[0], 10**8)
+    frames, names = [], []
+    for n in (0, 1, 4):
+        for bg_name, bg in (("flat", None), ("busy", busy)):
+            picks = [faces.x[i] for i in range(10 * n, 10 * n + n)]
+            frame, _ = paste_faces(picks, size=140, background=bg)
+            frames.append(frame)
+            names.append(f"{n} faces, {bg_name}")
+    np.savez(out, frames=np.stack(frames), names=np.array(names), crops=faces.x[:200])
+
+
+def _median_ms(fn, repeats: int = REPEATS) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def worker_edge(z: np.lib.npyio.NpzFile) -> dict:
+    import cv2
+
+    cv2.setNumThreads(1)
+    sys.path.insert(0, str(ROOT))
+    from edge_fer import Analyzer
+
+    an = Analyzer()
+    crops = list(z["crops"])
+    res = {"classify_ms": _median_ms(lambda: an.classifier.predict([crops[0]]), 300), "frames": {}}
+    for name, frame in zip(z["names"], z["frames"]):
+        res["frames"][str(name)] = {"ms": _median_ms(lambda: an.analyze(frame)), "faces": len(an.analyze(frame))}
+    return res
+
+
+def worker_fer(z: np.lib.npyio.NpzFile) -> dict:
+    import cv2
+    import tensorflow as tf
+
+    cv2.setNumThreads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from fer.fer import FER  # fer 25.10.3 does not export FER from its package
+
+    det = FER(mtcnn=False)
+    crop = cv2.resize(z["crops"][0], (64, 64)).astype("float32")[None] / 255.0
+    crop = (crop - 0.5) * 2.0
+    res = {"classify_ms": _median_ms(lambda: det._classify_emotions(crop), 300), "frames": {}}
+    for name, frame in zip(z["names"], z["frames"]):
+        res["frames"][str(name)] = {"ms": _median_ms(lambda: det.detect_emotions(frame)),
+                                    "faces": len(det.detect_emotions(frame))}
+    return res
+
+
+def run_worker(python: str, side: str, frames: Path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = ["taskset", "-c", "1", python, str(Path(__file__).resolve()), "--worker", side, "--frames", str(frames)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fer-python", default=sys.executable, help="a Python with fer installed")
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fer2013.tar.gz")
+    p.add_argument("--worker", choices=("edge", "fer"))
+    p.add_argument("--frames", type=Path)
+    args = p.parse_args()
+    if args.worker:
+        with np.load(args.frames) as z:
+            print(json.dumps(worker_edge(z) if args.worker == "edge" else worker_fer(z)))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = Path(tmp) / "frames.npz"
+        make_frames(args.data, frames)
+        edge = run_worker(sys.executable, "edge", frames)
+        fer = run_worker(args.fer_python, "fer", frames)
+    print(f"per-face classification: edge-fer {edge['classify_ms']:.2f} ms, fer {fer['classify_ms']:.2f} ms")
+    print("| frame (640x480) | edge-fer ms (faces found) | fer ms (faces found) | edge-fer fps | fer fps | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for name, e in edge["frames"].items():
+        f = fer["frames"][name]
+        print(f"| {name} | {e['ms']:.1f} ({e['faces']}) | {f['ms']:.1f} ({f['faces']}) | {1000 / e['ms']:.0f} | "
+              f"{1000 / f['ms']:.1f} | {f['ms'] / e['ms']:.1f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
