@@ -186,6 +186,12 @@ def _check_range(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {key} = {value!r} must be one of {', '.join(CHOICES[key])}")
 
 
+def key_name(section: str, key: Any) -> str:
+    """'section.key' as shown in errors; a key that is not plain text is quoted so it stays on one line."""
+    shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
+    return f"{section}.{shown}"
+
+
 def _build(data: dict[str, Any], where: str) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections")
@@ -202,7 +208,7 @@ def _build(data: dict[str, Any], where: str) -> Config:
         fields = typing.get_type_hints(cls)
         values = {}
         for key, value in body.items():
-            full = f"{name}.{key}"
+            full = key_name(name, key)
             if key not in fields:
                 raise ConfigError(f"{where}: unknown key {full}")
             values[key] = _coerce(full, value, fields[key], where)

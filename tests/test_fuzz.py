@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from edge_fer.cli import main
-from edge_fer.config import Config, load
+from edge_fer.config import Config, key_name, load
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, ConfigError
 from tests.conftest import ASTRONAUT
 
@@ -101,7 +101,7 @@ def test_every_config_error_names_the_key(tmp_path: Path, case: tuple[dict, str,
         text = str(e)
         assert text.startswith(f"{path}: ") and "\n" not in text
         if section in SECTIONS:
-            assert f"{section}.{key}" in text
+            assert key_name(section, key) in text
         else:
             assert repr(section) in text
     else:
