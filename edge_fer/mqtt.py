@@ -41,20 +41,27 @@ def resolve_password(cfg: MqttConfig) -> str | None:
 class MqttPublisher:
     """Availability, events, state and discovery for one device; keeps events while the broker is away."""
 
-    def __init__(self, cfg: MqttConfig, device: str) -> None:
+    def __init__(self, cfg: MqttConfig, device: str, announce: bool = True) -> None:
+        """`announce=False` (one-shot --publish) sends events only: no availability, no discovery."""
         self.cfg = cfg
         self.device = device
+        self.announce = announce
         self.base = f"{cfg.prefix}/{device}"
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "events", "state")}
         self.dropped = 0
         self.connected = threading.Event()
         self._state = "connecting"  # connecting, connected, refused, lost
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or f"edge-fer-{device}")
+        client_id = cfg.client_id or f"edge-fer-{device}"
+        if not announce:
+            # Its own id, so a one-shot run never takes over the running daemon's connection.
+            client_id = f"{client_id}-oneshot-{os.getpid()}"
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         # paho keeps QoS 1 messages published while disconnected and sends them, in order, on reconnect;
         # its queue bound is ours, and a full queue refuses the newest event.
         self._client.max_queued_messages_set(cfg.queue_size)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._client.will_set(self.topics["availability"], OFFLINE, qos=1, retain=True)
+        if announce:
+            self._client.will_set(self.topics["availability"], OFFLINE, qos=1, retain=True)
         password = resolve_password(cfg)
         if cfg.username or password:
             self._client.username_pw_set(cfg.username or None, password)
@@ -76,8 +83,9 @@ class MqttPublisher:
                                                   f"connection: {reason}; retrying")
             return
         self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} as {self.base}")
-        client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
-        if self.cfg.discovery:
+        if self.announce:
+            client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
+        if self.announce and self.cfg.discovery:
             for topic, doc in discovery_messages(self.cfg.prefix, self.cfg.discovery_prefix, self.device).items():
                 client.publish(topic, json.dumps(doc), qos=1, retain=True)
         self.connected.set()
@@ -123,11 +131,10 @@ class MqttPublisher:
         """Say offline, give queued messages until `timeout` to leave, then disconnect."""
         deadline = time.monotonic() + timeout
         if self.connected.is_set():
-            info = self._client.publish(self.topics["availability"], OFFLINE, qos=1, retain=True)
+            if self.announce:
+                self._client.publish(self.topics["availability"], OFFLINE, qos=1, retain=True)
             while self.pending() and time.monotonic() < deadline and self.connected.is_set():
                 time.sleep(0.02)
-            if not info.is_published():
-                log.warning("MQTT: offline not confirmed before shutdown")
         if self.pending():
             log.warning("MQTT: %d messages not delivered at shutdown", self.pending())
         self._client.disconnect()

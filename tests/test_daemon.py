@@ -95,9 +95,12 @@ def test_video_to_mqtt_events_state_discovery_and_notify(tmp_path: Path, broker:
     sub = Subscriber(broker.port)
     notify = NotifySocket(tmp_path / "notify.sock")
     try:
-        proc = start_daemon(write_config(tmp_path / "c.yaml", face_video, broker.port), notify, watchdog_usec=400_000)
+        # display.enabled without a display: the daemon runs headless and says so.
+        config = write_config(tmp_path / "c.yaml", face_video, broker.port, display={"enabled": True})
+        proc = start_daemon(config, notify, watchdog_usec=400_000)
         code, err = finish(proc, 60)  # the video is 5.5 s; the daemon stops at its end
         assert code == 0, err
+        assert "no display here: running headless" in err
         assert "Traceback" not in err
         sub.wait_for(lambda s: any(m.payload == b"offline" for m in s.on("/availability")), 5)
     finally:
@@ -289,3 +292,70 @@ def test_refused_credentials_are_logged_and_retried_without_a_crash(tmp_path: Pa
     refusals = [line for line in err.splitlines() if "refused the connection" in line]
     assert len(refusals) == 1, err
     assert "Not authorized" in refusals[0] or "Bad user name or password" in refusals[0]
+
+
+def test_image_publish_sends_one_event_per_face(tmp_path: Path, broker: Broker) -> None:
+    import io
+
+    from edge_fer.cli import main
+    from tests.conftest import ASTRONAUT
+
+    sub = Subscriber(broker.port)
+    try:
+        base = ["--image", str(ASTRONAUT), "--publish", "--set", "mqtt.host=127.0.0.1", "--set", "mqtt.device_id=cli"]
+        out, err = io.StringIO(), io.StringIO()
+        assert main(base + ["--set", f"mqtt.port={broker.port}"], out=out, err=err) == 0, err.getvalue()
+        assert sub.wait_for(lambda s: len(s.on("edge_fer/cli/events")) == 1, 10)
+        event = sub.on("edge_fer/cli/events")[0].json()
+        assert event["type"] == "image" and event["image"] == str(ASTRONAUT) and event["emotion"] == "happy"
+        assert event["frame_size"] == [512, 512] and len(event["scores"]) == 7
+        assert sub.on("/availability") == []  # a one-shot run does not speak for the daemon
+        # A broker that is not there: the results are still printed, the failure is one line and status 4.
+        out, err = io.StringIO(), io.StringIO()
+        assert main(base + ["--set", "mqtt.port=1"], out=out, err=err) == 4
+        assert "(512x512): 1 face" in out.getvalue()
+        assert err.getvalue() == "edge-fer: MQTT broker 127.0.0.1:1 not reachable; results not published\n"
+    finally:
+        sub.close()
+
+
+def test_queue_bound_keeps_the_oldest_and_counts_what_it_drops(tmp_path: Path, caplog) -> None:
+    from edge_fer.config import MqttConfig
+    from edge_fer.mqtt import MqttPublisher
+
+    broker = Broker(tmp_path)
+    pub = MqttPublisher(MqttConfig(host="127.0.0.1", port=broker.port, queue_size=5, discovery=False), "q").start()
+    try:
+        accepted = [pub.publish_event({"seq": i}) for i in range(1, 9)]
+        assert accepted == [True] * 5 + [False] * 3 and pub.dropped == 3
+        assert "MQTT queue full (5 events): 1 events dropped so far" in caplog.text
+        broker.start()
+        sub = Subscriber(broker.port, "edge_fer/q/events")
+        # Subscribed before the publisher's reconnect (its backoff is at least a second).
+        assert sub.wait_for(lambda s: len(s.on("/events")) == 5, 30)
+        assert [m.json()["seq"] for m in sub.on("/events")] == [1, 2, 3, 4, 5]
+        sub.close()
+    finally:
+        pub.stop(timeout=1)
+        broker.stop()
+
+
+def test_frames_that_change_size_or_are_blank_do_not_break_the_pipeline(tmp_path: Path, clear_faces) -> None:
+    import threading
+
+    import numpy as np
+
+    from edge_fer.capture import Frame
+    from edge_fer.config import load
+    from edge_fer.daemon import Daemon
+
+    daemon = Daemon(load(None, ["mqtt.enabled=false"]), threading.Event())
+    big, _ = paste_faces([clear_faces["happy"][0]], size=180)
+    small, _ = paste_faces([clear_faces["happy"][0]], size=90, frame_wh=(320, 240))
+    frames = [big, small, np.zeros((480, 640, 3), np.uint8), np.zeros((1, 1, 3), np.uint8), big[:, :, 0], big]
+    found = []
+    for i, image in enumerate(frames, 1):
+        faces, _ = daemon.process(Frame(image, i, i * 0.1, 0.0))
+        found.append(len(faces))
+        assert all(x + w <= image.shape[1] and y + h <= image.shape[0] for x, y, w, h in (f.box for f in faces))
+    assert found[0] == 1 and found[2] == 0 and found[3] == 0 and found[-1] == 1

@@ -11,7 +11,7 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Iterator, TextIO
 
 import numpy as np
 
@@ -159,7 +159,3 @@ def counts_table(splits: dict[str, Split]) -> str:
                      + f" {len(splits[name]):>8}")
     return "\n".join(lines)
 
-
-def iter_labels(codes: Iterable[int]) -> list[str]:
-    """Label names for FER-2013 codes."""
-    return [LABELS[c] for c in codes]
