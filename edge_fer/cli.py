@@ -131,8 +131,6 @@ def publish_images(cfg: Config, docs: list[dict], err: TextIO, connect_timeout: 
 
 def run_daemon(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
     """Run the daemon; SIGTERM/SIGINT stop it, SIGHUP reloads the config and restarts the pipeline."""
-    from edge_fer.daemon import PipelineThread
-
     stop = threading.Event()
     why = {"reason": ""}
 
@@ -143,8 +141,19 @@ def run_daemon(args: argparse.Namespace, overrides: list[str], cfg: Config) -> i
             why["reason"] = "stop"
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        return _daemon_loop(args, overrides, cfg, stop, why)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _daemon_loop(args: argparse.Namespace, overrides: list[str], cfg: Config, stop: threading.Event,
+                 why: dict[str, str]) -> int:
+    """Run pipelines until a stop that is not a reload."""
+    from edge_fer.daemon import PipelineThread
+
     while True:
         # The pipeline runs on its own thread so a stuck one cannot keep the process from stopping.
         pipeline = PipelineThread(cfg, on_end=stop.set)
@@ -154,6 +163,8 @@ def run_daemon(args: argparse.Namespace, overrides: list[str], cfg: Config) -> i
             log.error("the pipeline did not stop within %.0f s; exiting without a clean shutdown",
                       SHUTDOWN_GRACE_SECONDS)
             return EXIT_RUNTIME
+        if pipeline.error is not None:
+            raise pipeline.error
         if why["reason"] != "reload":
             return EXIT_OK
         why["reason"] = ""
@@ -172,7 +183,10 @@ def run_window(cfg: Config, camera: bool) -> int:
     from edge_fer.overlay import Overlay, require_display
 
     require_display()
-    import tkinter as tk
+    try:
+        import tkinter as tk
+    except ImportError:
+        raise EdgeFerError("the window needs tkinter: sudo apt install python3-tk") from None
 
     stop = threading.Event()  # signals, and the end of the daemon's video, close the window
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,8 +217,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     err = err or sys.stderr
     try:
         args = build_parser().parse_args(argv)
-        overrides = list(args.set) + ([f"classifier.model={args.model}"] if args.model else []) \
-            + ([f"camera.source={args.source}"] if args.source else [])
+        # Paths and URLs are quoted so YAML takes them as strings; a bare number is a camera index.
+        overrides = list(args.set) + ([f"classifier.model={json.dumps(args.model)}"] if args.model else [])
+        if args.source:
+            overrides.append(f"camera.source={args.source if args.source.isdigit() else json.dumps(args.source)}")
         cfg = load(args.config, overrides)
         _setup_logging(cfg.logging.level)
         if args.check_config:

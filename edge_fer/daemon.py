@@ -13,6 +13,7 @@ import cv2
 from edge_fer.analyze import Analyzer, Face
 from edge_fer.capture import Capture, Frame
 from edge_fer.config import Config
+from edge_fer.errors import EdgeFerError
 from edge_fer.events import EventFactory, utc_iso
 from edge_fer.sdnotify import Notifier
 from edge_fer.tracking import TrackEvent, Tracker
@@ -54,26 +55,21 @@ class Stats:
 class Daemon:
     """Runs the pipeline until `stop` is set (by a signal, the window, or the end of a video file)."""
 
-    def __init__(self, cfg: Config, stop: threading.Event, analyzer: Analyzer | None = None,
-                 notifier: Notifier | None = None, publisher: Any = None) -> None:
+    def __init__(self, cfg: Config, stop: threading.Event, analyzer: Analyzer | None = None) -> None:
         self.cfg = cfg
         self.stop = stop
         self.analyzer = analyzer or Analyzer.from_config(cfg)
-        self.notifier = notifier or Notifier()
+        self.notifier = Notifier()
         self.tracker = Tracker(cfg.tracking, self.analyzer.classifier.labels)
         self.events = EventFactory(cfg.device_id)
         self.stats = Stats()
         self.latest: Result | None = None
-        self._publisher = publisher
         self._boxes: list[tuple[int, int, int, int]] = []
         self._frame_size = (0, 0)
         self._last_state = 0.0
-        self._last_state_doc: dict[str, Any] | None = None
         self._ready = False
 
     def _make_publisher(self) -> Any:
-        if self._publisher is not None:
-            return self._publisher
         if not self.cfg.mqtt.enabled:
             return None
         from edge_fer.mqtt import MqttPublisher
@@ -115,7 +111,6 @@ class Daemon:
             return
         doc = self.state_doc(capture, publisher)
         self._last_state = now
-        self._last_state_doc = doc
         if publisher is not None:
             publisher.publish_state(doc)
         self.notifier.status(f"{doc['fps']:.1f} fps, {doc['faces']} faces, camera {doc['camera']}")
@@ -126,37 +121,40 @@ class Daemon:
         if publisher is not None:
             publisher.start()
         capture = Capture(self.cfg.camera)
-        camera_was = ""
         try:
-            capture.__enter__()
-            log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.device_id)
-            while not self.stop.is_set():
-                self.notifier.watchdog()
-                frame = capture.latest(timeout=0.25)
-                now = time.monotonic()
-                if frame is None:
-                    if capture.state == "ended":
-                        log.info("end of the video file: stopping")
-                        break
-                    # No frames: faces cannot be seen, so their tracks end on time.
-                    self._send(publisher, self.tracker.update([], now))
-                    self._maybe_state(capture, publisher, now, capture.state != camera_was)
-                    camera_was = capture.state
-                    continue
-                faces, events = self.process(frame)
-                self.stats.tick(now)
-                self._send(publisher, events, frame.wall)
-                self.latest = Result(frame, faces, self.tracker.track_ids_for(faces), self.stats.fps,
-                                     capture.dropped, capture.state)
-                if not self._ready:
-                    self._ready = True
-                    self.notifier.ready(f"first frame processed from {self.cfg.camera.source}")
-                    log.info("first frame processed (%dx%d)", *self._frame_size)
-                self._maybe_state(capture, publisher, now, bool(events) or capture.state != camera_was)
-                camera_was = capture.state
+            with capture:
+                self._loop(capture, publisher)
         finally:
             self.shutdown(capture, publisher)
         return 0
+
+    def _loop(self, capture: Capture, publisher: Any) -> None:
+        log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.device_id)
+        camera_was = ""
+        while not self.stop.is_set():
+            self.notifier.watchdog()
+            frame = capture.latest(timeout=0.25)
+            now = time.monotonic()
+            if frame is None:
+                if capture.state == "ended":
+                    log.info("end of the video file: stopping")
+                    return
+                # No frames: faces cannot be seen, so their tracks end on time.
+                self._send(publisher, self.tracker.update([], now))
+                self._maybe_state(capture, publisher, now, capture.state != camera_was)
+                camera_was = capture.state
+                continue
+            faces, events = self.process(frame)
+            self.stats.tick(now)
+            self._send(publisher, events, frame.wall)
+            self.latest = Result(frame, faces, self.tracker.track_ids_for(faces), self.stats.fps,
+                                 capture.dropped, capture.state)
+            if not self._ready:
+                self._ready = True
+                self.notifier.ready(f"first frame processed from {self.cfg.camera.source}")
+                log.info("first frame processed (%dx%d)", *self._frame_size)
+            self._maybe_state(capture, publisher, now, bool(events) or capture.state != camera_was)
+            camera_was = capture.state
 
     def shutdown(self, capture: Capture, publisher: Any) -> None:
         """Stop in order: capture, then the pipeline's open tracks, then MQTT (offline before disconnect)."""
@@ -170,7 +168,6 @@ class Daemon:
         log.info("stopped after %d frames", self.stats.frames)
 
 
-
 class PipelineThread:
     """A daemon on its own thread that can be started and stopped (the window's camera)."""
 
@@ -180,6 +177,7 @@ class PipelineThread:
         self._daemon: Daemon | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.error: EdgeFerError | None = None
 
     @property
     def latest(self) -> Result | None:
@@ -190,14 +188,20 @@ class PipelineThread:
         """Start a fresh pipeline."""
         self.stop()
         self._stop = threading.Event()
-        self._daemon = Daemon(self.cfg, self._stop)
+        self.error = None
+        self._daemon = daemon = Daemon(self.cfg, self._stop)
         stop = self._stop
 
         def run() -> None:
-            assert self._daemon is not None
-            self._daemon.run()
-            if not stop.is_set() and self._on_end is not None:
-                self._on_end()  # the source ended by itself
+            try:
+                daemon.run()
+            except EdgeFerError as e:
+                self.error = e
+            except Exception:  # a bug: logged with its traceback for the journal, and the process exits non-zero
+                log.exception("the pipeline failed")
+                self.error = EdgeFerError("the pipeline failed (see the log)")
+            if (self.error or not stop.is_set()) and self._on_end is not None:
+                self._on_end()  # the source ended by itself, or the pipeline could not go on
 
         self._thread = threading.Thread(target=run, name="pipeline", daemon=True)
         self._thread.start()

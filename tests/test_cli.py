@@ -153,3 +153,10 @@ def test_check_config_prints_the_merged_config(tmp_path: Path) -> None:
     bad.write_text("camera:\n  fsp: 5\n")
     code, _, err = run("--check-config", "--config", str(bad))
     assert code == EXIT_USAGE and err.strip() == f"edge-fer: {bad}: unknown key camera.fsp"
+
+
+def test_picamera2_missing_is_a_clear_error() -> None:
+    code, _, err = run("--source", "picamera2", "--set", "mqtt.enabled=false")
+    assert code == EXIT_USAGE
+    assert err.strip() == ("edge-fer: camera.source is picamera2 but picamera2 is not installed: "
+                           "sudo apt install python3-picamera2")
