@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -66,16 +66,21 @@ class OpenCVSource:
         self._cap.release()
 
 
+def _import_picamera2() -> Any:
+    """The Picamera2 class, or the error that says how to install it."""
+    try:
+        from picamera2 import Picamera2  # type: ignore[import-not-found]
+    except ImportError:
+        raise UsageError("camera.source is picamera2 but picamera2 is not installed: "
+                         "sudo apt install python3-picamera2") from None
+    return Picamera2
+
+
 class PiCameraSource:
     """The Raspberry Pi camera through picamera2 (installed from apt on Raspberry Pi OS)."""
 
     def __init__(self, cfg: CameraConfig) -> None:
-        try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
-        except ImportError:
-            raise UsageError("camera.source is picamera2 but picamera2 is not installed: "
-                             "sudo apt install python3-picamera2") from None
-        self._cam = Picamera2()
+        self._cam = _import_picamera2()()
         config = self._cam.create_video_configuration(
             main={"size": (cfg.width, cfg.height), "format": "RGB888"},
             controls={"FrameRate": cfg.fps})
@@ -116,7 +121,7 @@ class Capture:
 
     def __enter__(self) -> "Capture":
         if self.cfg.source == "picamera2":
-            open_source(self.cfg).close()  # fail now, with the apt hint, rather than retry forever
+            _import_picamera2()  # fail now, with the apt hint, rather than retry forever
         self._thread.start()
         return self
 
@@ -130,11 +135,6 @@ class Capture:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
-
-    @property
-    def camera_ok(self) -> bool:
-        """True while frames are arriving."""
-        return self.state == "ok"
 
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self.state:

@@ -56,7 +56,7 @@ def broker(tmp_path: Path):
     b.stop()
 
 
-def write_config(path: Path, source: Path, port: int, **extra: dict) -> Path:
+def write_config(path: Path, source: Path | str, port: int, **extra: dict) -> Path:
     sections = {
         "camera": {"source": str(source), "fps": 15.0},
         "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "testcam", "state_interval_seconds": 0.5},
@@ -359,3 +359,47 @@ def test_frames_that_change_size_or_are_blank_do_not_break_the_pipeline(tmp_path
         found.append(len(faces))
         assert all(x + w <= image.shape[1] and y + h <= image.shape[0] for x, y, w, h in (f.box for f in faces))
     assert found[0] == 1 and found[2] == 0 and found[3] == 0 and found[-1] == 1
+
+
+def test_stream_url_that_stops_answering_is_reopened(tmp_path: Path, broker: Broker, face_video: Path) -> None:
+    import functools
+    import http.server
+    import socketserver
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(face_video.parent))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+
+    def serve(port: int) -> socketserver.ThreadingTCPServer:
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        srv = socketserver.ThreadingTCPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    server = serve(0)
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/{face_video.name}"
+    sub = Subscriber(broker.port)
+    proc = start_daemon(write_config(tmp_path / "c.yaml", url, broker.port, camera={"reopen_max_seconds": 1.0}))
+    try:
+        assert sub.wait_for(lambda s: len(s.on("/events")) >= 1, 30), "no event from the stream"
+        server.shutdown()
+        server.server_close()
+        time.sleep(4)
+        assert proc.poll() is None, "the daemon died when the stream stopped"
+        frames_down = max(m.json()["frames"] for m in sub.on("/state"))
+        server = serve(port)
+        assert sub.wait_for(lambda s: max(m.json()["frames"] for m in s.on("/state")) > frames_down + 20, 30), \
+            "no frames after the stream came back"
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.shutdown()
+        server.server_close()
+        sub.close()
+    assert code == 0
+    states = [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines() if "edge_fer.capture: camera" in line]
+    # Each change is logged once; (a finite file served over HTTP also goes "down" at its end and replays.)
+    assert "down" in states and "ok" in states[states.index("down"):], states
+    assert all(a != b for a, b in zip(states, states[1:]))
