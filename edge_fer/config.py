@@ -39,7 +39,7 @@ class DetectorConfig:
     min_neighbors: int = 4
     min_face_fraction: float = 0.1
     min_level_weight: float = 1.0
-    every_n_frames: int = 2
+    every_n_frames: int = 5
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class Daemon:
         self.latest: Result | None = None
         self._boxes: list[tuple[int, int, int, int]] = []
         self._frame_size = (0, 0)
+        self._processed = 0
         self._last_state = 0.0
         self._ready = False
 
@@ -77,14 +78,20 @@ class Daemon:
         return MqttPublisher(self.cfg.mqtt, self.cfg.device_id)
 
     def process(self, frame: Frame) -> tuple[list[Face], list[TrackEvent]]:
-        """Detect (every Nth frame, carrying boxes between), classify in one call, and track."""
+        """Detect on every Nth frame, follow the known faces in between, classify in one call, and track."""
         gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY) if frame.image.ndim == 3 else frame.image
         h, w = gray.shape[:2]
-        if (w, h) != self._frame_size:
-            self._frame_size = (w, h)
-            self._boxes = []  # boxes from a frame of another size mean nothing here
-        if (frame.seq - 1) % self.cfg.detector.every_n_frames == 0 or not self._boxes:
-            self._boxes = self.analyzer.detector.detect_gray(gray)
+        resized = (w, h) != self._frame_size
+        self._frame_size = (w, h)
+        detector = self.analyzer.detector
+        # A full detection every Nth frame (or when boxes from another frame size mean nothing) finds new
+        # faces; in between each known face is searched for only around where it was.
+        # Counted over processed frames: capture sequence numbers skip the frames that were dropped.
+        self._processed += 1
+        if resized or (self._processed - 1) % self.cfg.detector.every_n_frames == 0:
+            self._boxes = detector.detect_gray(gray)
+        else:
+            self._boxes = [b for b in (detector.refine(gray, box) for box in self._boxes) if b is not None]
         faces = self.analyzer.classify(gray, self._boxes)
         return faces, self.tracker.update(faces, frame.t)
 
