@@ -23,7 +23,10 @@ class FaceDetector:
     def __init__(self, config: DetectorConfig = DetectorConfig(), cascade: str | Path | None = None) -> None:
         self.config = config
         path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / CASCADE
-        self._cascade = cv2.CascadeClassifier(str(path))
+        try:
+            self._cascade = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError):  # a file that is not a cascade makes OpenCV raise, not return empty
+            raise ModelError(f"{path}: the Haar cascade could not be loaded") from None
         if self._cascade.empty():
             raise ModelError(f"{path}: the Haar cascade could not be loaded")
 
