@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -53,12 +54,11 @@ def _quiet_stderr() -> Iterator[None]:
 
 def default_model_path() -> Path:
     """The model shipped inside the package (models/ in the source tree)."""
-    try:
+    # Installed, edge_fer.models holds it; run from a source tree without installing, models/ does.
+    if importlib.util.find_spec("edge_fer.models") is not None:
         shipped = Path(str(resources.files("edge_fer.models") / DEFAULT_MODEL_NAME))
         if shipped.is_file():
             return shipped
-    except ModuleNotFoundError:
-        pass
     return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
 
 

@@ -129,3 +129,36 @@ def test_applications_build_from_scratch(arch: str) -> None:
     model = build(arch, weights=None)
     out = model(np.zeros((2, 48, 48, 1), np.float32))
     assert tuple(out.shape) == (2, 7)
+
+
+def test_ferplus_votes_mix_into_the_targets(tmp_path: Path) -> None:
+    import argparse
+
+    from training.train import soft_targets
+
+    votes = tmp_path / "fer2013new.csv"
+    votes.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+                     "Training,fer0.png,0,10,0,0,0,0,0,0,0,0\n"
+                     "Training,fer1.png,5,0,0,5,0,0,0,0,0,0\n"
+                     "Training,,0,0,0,0,0,0,0,0,0,10\n")
+    dist = data.read_ferplus(votes)
+    assert dist.shape == (3, 7) and np.isnan(dist[2]).all()
+    assert dist[1][data.LABELS.index("neutral")] == 0.5 and dist[1][data.LABELS.index("sad")] == 0.5
+    split = data.Split(np.zeros((3, 48, 48), np.uint8), np.array([3, 6, 0]), np.array([0, 1, 2]))
+    args = argparse.Namespace(ferplus=votes, ferplus_weight=0.5)
+    t = soft_targets(split, args)
+    assert np.allclose(t.sum(axis=1), 1)
+    assert t[0][3] == 1.0  # FER+ agrees: all on happy
+    assert t[1][6] == 0.75 and t[1][4] == 0.25  # half the label, half the votes
+    assert t[2][0] == 1.0  # no usable votes: the FER-2013 label alone
+    assert np.array_equal(soft_targets(split, argparse.Namespace(ferplus=None)), np.eye(7)[[3, 6, 0]])
+
+
+def test_real_ferplus_file_lines_up_with_fer2013() -> None:
+    path = FER_TARBALL.parent / "fer2013new.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    dist = data.read_ferplus(path)
+    assert dist.shape == (35887, 7)
+    ok = ~np.isnan(dist).any(axis=1)
+    assert ok.mean() > 0.99 and np.allclose(dist[ok].sum(axis=1), 1, atol=1e-5)

@@ -150,6 +150,25 @@ def load(source: str | Path, cache_dir: Path | None = DEFAULT_CACHE) -> dict[str
     return splits
 
 
+# FER+ vote columns for our labels, in LABELS order; contempt, unknown and not-a-face are left out.
+FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+
+
+def read_ferplus(path: Path) -> np.ndarray:
+    """FER+ votes as a (rows, 7) distribution in LABELS order, one row per fer2013.csv row; NaN where no vote counts."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader)]
+        try:
+            cols = [header.index(name) for name in FERPLUS_COLUMNS]
+        except ValueError:
+            raise ValueError(f"{path}: header {header} lacks the FER+ vote columns") from None
+        votes = np.array([[float(rec[c] or 0) for c in cols] for rec in reader], np.float64)
+    total = votes.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, votes / total, np.nan).astype(np.float32)
+
+
 def counts_table(splits: dict[str, Split]) -> str:
     """Images per split and class, as a small text table."""
     lines = ["split        " + " ".join(f"{n[:8]:>8}" for n in LABELS) + "    total"]

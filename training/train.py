@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--class-weight-power", type=float, default=0.3,
                    help="weight classes by (1/frequency)^p; 0 turns it off (disgust is 1.5%% of the data)")
+    p.add_argument("--ferplus", type=Path, default=None, help="fer2013new.csv: mix FER+ vote distributions into the targets")
+    p.add_argument("--ferplus-weight", type=float, default=0.5,
+                   help="with --ferplus: target = (1 - w) * FER-2013 label + w * FER+ votes")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation images (smoke runs)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
@@ -61,6 +64,19 @@ def class_weights(y: np.ndarray, power: float) -> np.ndarray:
     return (w / (w[y].mean())).astype(np.float32)
 
 
+def soft_targets(train: data.Split, args: argparse.Namespace) -> np.ndarray:
+    """One-hot FER-2013 labels, mixed with FER+ vote distributions where --ferplus is given and has votes."""
+    onehot = np.eye(len(data.LABELS), dtype=np.float32)[train.y]
+    if args.ferplus is None:
+        return onehot
+    all_votes = data.read_ferplus(args.ferplus)
+    if train.rows.min() < 0 or train.rows.max() >= len(all_votes):
+        raise ValueError(f"{args.ferplus}: its rows do not line up with the data (FER+ needs the fer2013.csv form)")
+    votes = all_votes[train.rows]
+    mixed = (1 - args.ferplus_weight) * onehot + args.ferplus_weight * votes
+    return np.where(np.isnan(votes).any(axis=1, keepdims=True), onehot, mixed).astype(np.float32)
+
+
 def make_datasets(splits: dict[str, data.Split], args: argparse.Namespace):
     import tensorflow as tf
 
@@ -69,14 +85,14 @@ def make_datasets(splits: dict[str, data.Split], args: argparse.Namespace):
     train, val = splits["Training"], splits["PublicTest"]
     if args.limit:
         train, val = train.take(args.limit), val.take(args.limit)
-    weights = class_weights(train.y, args.class_weight_power)
     n_cls = len(data.LABELS)
+    targets = soft_targets(train, args)
+    sample_weights = class_weights(train.y, args.class_weight_power)[train.y]
 
-    def to_train(x, y):
-        x = augment_batch(tf.cast(x[..., None], tf.float32))
-        return x, tf.one_hot(y, n_cls), tf.gather(weights, y)
+    def to_train(x, t, w):
+        return augment_batch(tf.cast(x[..., None], tf.float32)), t, w
 
-    ds_train = (tf.data.Dataset.from_tensor_slices((train.x, train.y))
+    ds_train = (tf.data.Dataset.from_tensor_slices((train.x, targets, sample_weights))
                 .shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True)
                 .batch(args.batch_size, drop_remainder=True)
                 .map(to_train, num_parallel_calls=tf.data.AUTOTUNE)
