@@ -115,7 +115,7 @@ class EmotionClassifier:
         if n_out != len(self.labels):
             raise ModelError(f"{self.path}: the model has {n_out} outputs but the sidecar names "
                              f"{len(self.labels)} labels")
-        self._batch = int(shape[0])
+        self._shape: tuple[int, ...] = tuple(int(v) for v in shape)  # the input shape allocated now
         log.debug("loaded %s: input %s %s, labels %s", self.path, list(shape), self._in["dtype"], self.labels)
 
     def __enter__(self) -> "EmotionClassifier":
@@ -161,9 +161,10 @@ class EmotionClassifier:
         if self._interp is None:
             raise RuntimeError("the classifier is closed")
         idx = self._in["index"]
-        if tuple(self._interp.get_input_details()[0]["shape"]) != batch.shape:
+        if self._shape != batch.shape:
             self._interp.resize_tensor_input(idx, batch.shape, strict=False)
             self._interp.allocate_tensors()
+            self._shape = batch.shape
         self._interp.set_tensor(idx, batch)
         self._interp.invoke()
         raw = self._interp.get_tensor(self._out["index"])
@@ -179,7 +180,8 @@ class EmotionClassifier:
         try:
             out = self._run(batch)
         except (ValueError, RuntimeError):
-            # A model with a fixed batch size runs one face at a time.
+            # A model with a fixed batch size runs one face at a time (resized back from the failed attempt).
+            self._shape = ()
             out = np.concatenate([self._run(b[None]) for b in batch])
         if self._softmax:
             e = np.exp(out - out.max(axis=1, keepdims=True))

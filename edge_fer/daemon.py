@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,14 +41,14 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     frames: int = 0
     fps: float = 0.0
-    _window: list[float] = field(default_factory=list)
+    _window: deque[float] = field(default_factory=deque)
 
     def tick(self, now: float) -> None:
         """Count one processed frame; fps over the last two seconds."""
         self.frames += 1
         self._window.append(now)
-        while self._window and now - self._window[0] > 2.0:
-            self._window.pop(0)
+        while now - self._window[0] > 2.0:
+            self._window.popleft()
         span = self._window[-1] - self._window[0] if len(self._window) > 1 else 0.0
         self.fps = (len(self._window) - 1) / span if span > 0 else 0.0
 
