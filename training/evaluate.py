@@ -100,8 +100,9 @@ def markdown(results: list[dict], split: str, n: int) -> str:
              "|---|---|---|---|---|---|"]
     for r in results:
         params = f"{r['parameters']:,}" if isinstance(r["parameters"], int) else "n/a"
+        latency = "n/a" if np.isnan(r["latency_ms"]) else f"{r['latency_ms']:.3f}"
         lines.append(f"| {r['name']} | {r['accuracy'] * 100:.2f}% | {r['macro_f1']:.4f} | {r['size_kib']:.0f} | "
-                     f"{params} | {r['latency_ms']:.3f} |")
+                     f"{params} | {latency} |")
     for r in results:
         lines += ["", f"**{r['name']}**: per class", "", "| class | precision | recall | F1 |", "|---|---|---|---|"]
         for i, name in enumerate(data.LABELS):
