@@ -175,3 +175,20 @@ def test_window_without_a_display_is_a_clear_error(monkeypatch: pytest.MonkeyPat
         err = io.StringIO()
         assert main([flag], out=io.StringIO(), err=err) == EXIT_USAGE
         assert err.getvalue().startswith("edge-fer: the window needs a display")
+
+
+def test_resizing_the_window_scales_the_video(window) -> None:
+    overlay, _ = window
+    overlay.open_image(ASTRONAUT).join(10)
+    assert pump(overlay.root, lambda: overlay.shown is not None, 5)
+    sizes = []
+    for geometry in ("700x500", "1200x800"):
+        overlay.root.geometry(geometry)
+        pump(overlay.root, lambda: False, 0.5)
+        cw, ch = overlay.video.winfo_width(), overlay.video.winfo_height()
+        # The 512x512 photo fills the shorter side of the video area and stays square.
+        assert abs(overlay.scale - min(cw, ch) / 512) < 1e-6
+        x0, y0, x1, y1 = overlay.video.bbox("frame")
+        assert abs((x1 - x0) - (y1 - y0)) <= 1 and max(x1 - x0, y1 - y0) <= max(cw, ch)
+        sizes.append(x1 - x0)
+    assert sizes[1] > sizes[0]
