@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except SystemExit as e:  # --help and --version end argparse this way; main still returns
+        return int(e.code or 0)
 
 
 def entry() -> None:

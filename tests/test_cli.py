@@ -160,3 +160,9 @@ def test_picamera2_missing_is_a_clear_error() -> None:
     assert code == EXIT_USAGE
     assert err.strip() == ("edge-fer: camera.source is picamera2 but picamera2 is not installed: "
                            "sudo apt install python3-picamera2")
+
+
+def test_help_and_version_return_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == EXIT_OK
+    assert main(["--help"]) == EXIT_OK
+    assert "--image PATH" in capsys.readouterr().out
