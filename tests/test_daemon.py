@@ -227,7 +227,7 @@ def test_systemd_unit_verifies() -> None:
     unit = ROOT / "systemd" / "edge-fer.service"
     res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in res.stderr.splitlines()
-                if "edge-fer.service" in line and "Command /usr/local/bin/edge-fer is not executable" not in line
+                if "edge-fer.service" in line and "Command /opt/edge-fer/bin/edge-fer is not executable" not in line
                 and "No such file" not in line]
     assert problems == [], res.stderr
     text = unit.read_text()
