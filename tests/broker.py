@@ -79,12 +79,15 @@ class Message:
 class Subscriber:
     """Subscribes to '#' and keeps every message in arrival order."""
 
-    def __init__(self, port: int, topic: str = "#", client_id: str = "", durable: bool = False) -> None:
+    def __init__(self, port: int, topic: str = "#", client_id: str = "", durable: bool = False,
+                 username: str = "", password: str = "") -> None:
         self.messages: list[Message] = []
         self._lock = threading.Lock()
         # A durable subscriber's session outlives its connection: the broker queues what it misses.
         self._client = paho.Client(CallbackAPIVersion.VERSION2, clean_session=not durable,
                                    client_id=client_id or f"test-sub-{port}-{time.monotonic_ns()}")
+        if username:
+            self._client.username_pw_set(username, password)
         self._client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(0.1, 0.5)

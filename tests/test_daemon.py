@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Broker, Subscriber
+from tests.broker import Broker, Subscriber, free_port
 from tests.conftest import ROOT, paste_faces, write_video
 
 EVENT_KEYS = {"type", "device", "track_id", "emotion", "confidence", "scores", "box", "frame_size", "ts", "seq"}
@@ -403,3 +403,48 @@ def test_stream_url_that_stops_answering_is_reopened(tmp_path: Path, broker: Bro
     # Each change is logged once; (a finite file served over HTTP also goes "down" at its end and replays.)
     assert "down" in states and "ok" in states[states.index("down"):], states
     assert all(a != b for a, b in zip(states, states[1:]))
+
+
+def test_tls_and_password_file(tmp_path: Path) -> None:
+    import io
+
+    from edge_fer.cli import main
+    from tests.conftest import ASTRONAUT
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+
+    def run_openssl(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=30, cwd=tmp_path)
+
+    # A CA of the test's own and a server certificate for 127.0.0.1 signed by it.
+    run_openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+                "-keyout", "ca.key", "-out", "ca.crt")
+    run_openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+                "-out", "server.csr")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run_openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "1", "-extfile", "san.ext", "-out", "server.crt")
+    passwd = tmp_path / "passwd"
+    passwd.write_text("edge:secret\n")
+    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, timeout=10)
+    broker = Broker(tmp_path, password_file=passwd)
+    tls_port = free_port()
+    broker.conf.write_text(broker.conf.read_text() + f"listener {tls_port} 127.0.0.1\ncafile {tmp_path / 'ca.crt'}\n"
+                           f"certfile {tmp_path / 'server.crt'}\nkeyfile {tmp_path / 'server.key'}\n")
+    (tmp_path / "mqtt-password").write_text("secret\n")
+    broker.start()
+    sub = Subscriber(broker.port, "edge_fer/#", username="edge", password="secret")  # plain port
+    try:
+        err = io.StringIO()
+        code = main(["--image", str(ASTRONAUT), "--publish", "--set", "mqtt.host=127.0.0.1",
+                     "--set", f"mqtt.port={tls_port}", "--set", "mqtt.tls=true",
+                     "--set", f"mqtt.ca_certs={tmp_path / 'ca.crt'}", "--set", "mqtt.username=edge",
+                     "--set", f"mqtt.password_file={tmp_path / 'mqtt-password'}"], out=io.StringIO(), err=err)
+        assert code == 0, err.getvalue()
+        assert sub.wait_for(lambda s: len(s.on("/events")) == 1, 10)
+        assert sub.on("/events")[0].json()["type"] == "image"
+    finally:
+        sub.close()
+        broker.stop()
