@@ -37,6 +37,11 @@ STREAM_FRAMES = 90
 STREAM_PASSES = 3
 
 
+def faces_label(n: int | str) -> str:
+    """'1 face', '4 faces'."""
+    return f"{n} face{'' if int(n) == 1 else 's'}"
+
+
 def make_frames(data_path: Path, out: Path) -> None:
     """Write the benchmark frames and crops to an .npz file."""
     sys.path.insert(0, str(ROOT))
@@ -49,13 +54,12 @@ def make_frames(data_path: Path, out: Path) -> None:
     frames, names = [], []
     for n in (0, 1, 4):
         for bg_name, bg in (("flat", None), ("busy", busy)):
-            picks = [faces.x[i] for i in range(10 * n, 10 * n + n)]
-            frame, _ = paste_faces(picks, size=140, background=bg)
+            frame, _ = paste_faces(list(faces.x[10 * n:11 * n]), size=140, background=bg)
             frames.append(frame)
-            names.append(f"{n} face{'s' if n != 1 else ''}, {bg_name}")
+            names.append(f"{faces_label(n)}, {bg_name}")
     streams = []
     for n in STREAM_FACES:
-        wide, _ = paste_faces([faces.x[i] for i in range(10 * n, 10 * n + n)], size=140,
+        wide, _ = paste_faces(list(faces.x[10 * n:11 * n]), size=140,
                               frame_wh=(640 + 2 * STREAM_FRAMES, 480), background=busy)
         streams.append(np.stack([wide[:, 2 * k:2 * k + 640] for k in range(STREAM_FRAMES)]))
     np.savez(out, frames=np.stack(frames), names=np.array(names), crops=faces.x[:200], streams=np.stack(streams))
@@ -191,7 +195,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for n, e in edge["streams"].items():
         f = fer["streams"][n]
-        print(f"| {n} face{'s' if n != '1' else ''} | {e['ms']:.1f} ({e['faces']:.2f}) | {f['ms']:.1f} ({f['faces']:.2f}) "
+        print(f"| {faces_label(n)} | {e['ms']:.1f} ({e['faces']:.2f}) | {f['ms']:.1f} ({f['faces']:.2f}) "
               f"| {1000 / e['ms']:.0f} | {1000 / f['ms']:.1f} | {f['ms'] / e['ms']:.1f}x |")
     return 0
 

@@ -85,9 +85,9 @@ class MqttPublisher:
         self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} as {self.base}")
         if self.announce:
             client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
-        if self.announce and self.cfg.discovery:
-            for topic, doc in discovery_messages(self.cfg.prefix, self.cfg.discovery_prefix, self.device).items():
-                client.publish(topic, json.dumps(doc), qos=1, retain=True)
+            if self.cfg.discovery:
+                for topic, doc in discovery_messages(self.cfg.prefix, self.cfg.discovery_prefix, self.device).items():
+                    client.publish(topic, json.dumps(doc), qos=1, retain=True)
         self.connected.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
