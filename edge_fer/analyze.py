@@ -2,48 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from edge_fer.align import Framing
 from edge_fer.classifier import EmotionClassifier
-from edge_fer.config import Config, photo_detector
-from edge_fer.detector import Box, FaceDetector
+from edge_fer.config import Config
+from edge_fer.detector import FaceDetector, make_detector
 from edge_fer.images import read_image
-
-
-@dataclass(frozen=True)
-class Face:
-    """One face: its box (x, y, w, h), top emotion, that emotion's probability, and all scores."""
-
-    box: Box
-    emotion: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"box": [int(v) for v in self.box], "emotion": self.emotion,
-                "confidence": round(self.confidence, 4),
-                "scores": {k: round(v, 4) for k, v in self.scores.items()}}
+from edge_fer.types import Detection, Face
 
 
 class Analyzer:
     """A detector and a classifier used together on whole frames."""
 
     def __init__(self, detector: FaceDetector | None = None, classifier: EmotionClassifier | None = None,
-                 max_faces: int = 8) -> None:
-        self.detector = detector or FaceDetector()
+                 max_faces: int = 8, framing: Framing | None = None) -> None:
+        self.detector = detector or make_detector(Config())
         self.classifier = classifier or EmotionClassifier()
         self.max_faces = max_faces
+        self.framing = framing or Framing.load()
 
     @classmethod
     def from_config(cls, cfg: Config, photos: bool = False) -> "Analyzer":
         """Build both parts from the configuration (with the photo detector settings for one-shot images)."""
-        return cls(FaceDetector(photo_detector(cfg) if photos else cfg.detector),
+        return cls(make_detector(cfg, photos),
                    EmotionClassifier(cfg.classifier.model or None, threads=cfg.classifier.threads),
                    cfg.classifier.max_faces)
 
@@ -53,22 +38,24 @@ class Analyzer:
     def __exit__(self, *exc: object) -> None:
         self.classifier.close()
 
-    def classify(self, gray: np.ndarray, boxes: list[Box]) -> list[Face]:
-        """Classify the given boxes of a gray frame in one interpreter call."""
-        boxes = boxes[: self.max_faces]
-        crops = [gray[y:y + h, x:x + w] for x, y, w, h in boxes]
+    def classify(self, gray: np.ndarray, found: list[Detection]) -> list[Face]:
+        """Classify the detected faces of a gray frame, each aligned and framed, in one interpreter call."""
+        found = found[: self.max_faces]
+        side = self.classifier.input_size[1]
+        crops = [self.framing.crop(gray, d, side) for d in found]
         probs = self.classifier.predict(crops)
         labels = self.classifier.labels
         faces = []
-        for box, p in zip(boxes, probs):
+        for d, p in zip(found, probs):
             top = int(np.argmax(p))
-            faces.append(Face(box, labels[top], float(p[top]), {k: float(v) for k, v in zip(labels, p)}))
+            faces.append(Face(d.box, labels[top], float(p[top]), {k: float(v) for k, v in zip(labels, p)},
+                              d.landmarks, d.score))
         return faces
 
     def analyze(self, frame: np.ndarray) -> list[Face]:
         """Faces of a BGR (or gray) frame, largest first."""
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        return self.classify(gray, self.detector.detect_gray(gray))
+        return self.classify(gray, self.detector.detect(frame))
 
 
 def analyze_image(image: str | Path | np.ndarray, analyzer: Analyzer | None = None,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -16,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge_fer.errors import ModelError
+from edge_fer.models_path import shipped_model
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 def default_model_path() -> Path:
     """The model shipped inside the package (models/ in the source tree)."""
-    # Installed, edge_fer.models holds it; run from a source tree without installing, models/ does.
-    if importlib.util.find_spec("edge_fer.models") is not None:
-        shipped = Path(str(resources.files("edge_fer.models") / DEFAULT_MODEL_NAME))
-        if shipped.is_file():
-            return shipped
-    return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
+    return shipped_model(DEFAULT_MODEL_NAME)
 
 
 def read_sidecar(model_path: Path) -> dict[str, Any]:

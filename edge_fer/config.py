@@ -32,14 +32,36 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Haar cascade face detection."""
+    """Which face detector runs, and how often the daemon runs it in full."""
+
+    backend: str = "yunet"
+    every_n_frames: int = 1
+
+
+@dataclass(frozen=True)
+class YunetConfig:
+    """OpenCV's YuNet CNN face detector."""
+
+    model: str = ""
+    detect_width: int = 640
+    score_threshold: float = 0.6
+    nms_threshold: float = 0.3
+    photo_size: int = 640
+    photo_small_faces_size: int = 1920
+    small_face_px: int = 40
+
+
+@dataclass(frozen=True)
+class HaarConfig:
+    """OpenCV's Haar cascade face detector."""
 
     detect_width: int = 320
     scale_factor: float = 1.15
     min_neighbors: int = 4
     min_face_fraction: float = 0.1
     min_level_weight: float = 1.0
-    every_n_frames: int = 5
+    photo_detect_width: int = 1024
+    photo_min_face_fraction: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,7 @@ class TrackingConfig:
     smoothing_seconds: float = 0.8
     switch_seconds: float = 0.5
     switch_margin: float = 0.1
+    switch_min_confidence: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -101,8 +124,6 @@ class ImagesConfig:
     """One-shot image mode."""
 
     max_pixels: int = 50_000_000
-    detect_width: int = 1024
-    min_face_fraction: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,8 @@ class Config:
 
     camera: CameraConfig = field(default_factory=CameraConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    yunet: YunetConfig = field(default_factory=YunetConfig)
+    haar: HaarConfig = field(default_factory=HaarConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -136,27 +159,25 @@ class Config:
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "camera.width": (1, 16384), "camera.height": (1, 16384), "camera.fps": (0.1, 1000),
     "camera.reopen_max_seconds": (0.1, 3600),
-    "detector.detect_width": (64, 8192), "detector.scale_factor": (1.01, 2.0),
-    "detector.min_neighbors": (0, 100), "detector.min_face_fraction": (0.0, 1.0),
-    "detector.min_level_weight": (None, None), "detector.every_n_frames": (1, 1000),
+    "detector.every_n_frames": (1, 1000),
+    "yunet.detect_width": (32, 8192), "yunet.score_threshold": (0.0, 1.0), "yunet.nms_threshold": (0.0, 1.0),
+    "yunet.photo_size": (32, 16384), "yunet.photo_small_faces_size": (0, 16384), "yunet.small_face_px": (0, 1000),
+    "haar.detect_width": (64, 8192), "haar.scale_factor": (1.01, 2.0),
+    "haar.min_neighbors": (0, 100), "haar.min_face_fraction": (0.0, 1.0),
+    "haar.min_level_weight": (None, None), "haar.photo_detect_width": (64, 16384),
+    "haar.photo_min_face_fraction": (0.0, 1.0),
     "classifier.threads": (1, 64), "classifier.max_faces": (1, 256),
     "tracking.iou_threshold": (0.0, 1.0), "tracking.max_missing_seconds": (0.0, 600),
     "tracking.smoothing_seconds": (0.0, 600), "tracking.switch_seconds": (0.0, 600),
-    "tracking.switch_margin": (0.0, 1.0),
+    "tracking.switch_margin": (0.0, 1.0), "tracking.switch_min_confidence": (0.0, 1.0),
     "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.qos": (0, 1),
     "mqtt.queue_size": (1, 10_000_000), "mqtt.state_interval_seconds": (0.5, 86400),
-    "images.max_pixels": (1, 1_000_000_000), "images.detect_width": (64, 16384),
-    "images.min_face_fraction": (0.0, 1.0),
+    "images.max_pixels": (1, 1_000_000_000),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    "detector.backend": ("yunet", "haar"),
 }
-
-
-def photo_detector(cfg: Config) -> DetectorConfig:
-    """The detector settings for one-shot photos: the images section's width and minimum face size."""
-    return dataclasses.replace(cfg.detector, detect_width=cfg.images.detect_width,
-                               min_face_fraction=cfg.images.min_face_fraction)
 
 
 def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:

@@ -11,13 +11,15 @@ from typing import Any
 
 import cv2
 
-from edge_fer.analyze import Analyzer, Face
+from edge_fer.analyze import Analyzer
 from edge_fer.capture import Capture, Frame
 from edge_fer.config import Config
 from edge_fer.errors import EdgeFerError
 from edge_fer.events import EventFactory, utc_iso
 from edge_fer.sdnotify import Notifier
+from edge_fer.detector import one_per_face
 from edge_fer.tracking import TrackEvent, Tracker
+from edge_fer.types import Detection, Face
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class Daemon:
         self.events = EventFactory(cfg.device_id)
         self.stats = Stats()
         self.latest: Result | None = None
-        self._boxes: list[tuple[int, int, int, int]] = []
+        self._found: list[Detection] = []
         self._frame_size = (0, 0)
         self._processed = 0
         self._last_state = 0.0
@@ -90,10 +92,12 @@ class Daemon:
         # Counted over processed frames: capture sequence numbers skip the frames that were dropped.
         self._processed += 1
         if resized or (self._processed - 1) % self.cfg.detector.every_n_frames == 0:
-            self._boxes = detector.detect_gray(gray)
+            self._found = detector.detect(frame.image)
         else:
-            self._boxes = [b for b in (detector.refine(gray, box) for box in self._boxes) if b is not None]
-        faces = self.analyzer.classify(gray, self._boxes)
+            # Two known faces can converge on one; it stays one face.
+            self._found = one_per_face([d for d in (detector.refine(frame.image, d) for d in self._found)
+                                        if d is not None])
+        faces = self.analyzer.classify(gray, self._found)
         return faces, self.tracker.update(faces, frame.t)
 
     def state_doc(self, capture: Capture, publisher: Any) -> dict[str, Any]:
@@ -155,7 +159,7 @@ class Daemon:
             faces, events = self.process(frame)
             self.stats.tick(now)
             self._send(publisher, events, frame.wall)
-            self.latest = Result(frame, faces, self.tracker.track_ids_for(faces), self.stats.fps,
+            self.latest = Result(frame, faces, list(self.tracker.assigned), self.stats.fps,
                                  capture.dropped, capture.state)
             if not self._ready:
                 self._ready = True

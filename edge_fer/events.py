@@ -8,6 +8,7 @@ from typing import Any
 
 from edge_fer import __version__
 from edge_fer.tracking import TrackEvent
+from edge_fer.types import landmarks_list
 
 
 def utc_iso(t: float | None = None) -> str:
@@ -27,8 +28,9 @@ class EventFactory:
         """One start/change/end event; `captured` is the wall time of the frame that caused it."""
         doc = {"type": e.type, "device": self.device, "track_id": e.track_id, "emotion": e.emotion,
                "confidence": round(e.confidence, 4), "scores": {k: round(v, 4) for k, v in e.scores.items()},
-               "box": [int(v) for v in e.box], "frame_size": [int(frame_size[0]), int(frame_size[1])],
-               "ts": utc_iso(), "seq": next(self._seq)}
+               "box": [int(v) for v in e.box], "landmarks": landmarks_list(e.landmarks),
+               "detector_score": None if e.detector_score is None else round(e.detector_score, 4),
+               "frame_size": [int(frame_size[0]), int(frame_size[1])], "ts": utc_iso(), "seq": next(self._seq)}
         if captured is not None:
             doc["frame_ts"] = utc_iso(captured)
         if e.type == "end":
@@ -39,7 +41,8 @@ class EventFactory:
         """A one-shot result (edge-fer --image --publish) in the same schema, type 'image'."""
         return {"type": "image", "device": self.device, "image": image, "face_index": index,
                 "emotion": face["emotion"], "confidence": face["confidence"], "scores": face["scores"],
-                "box": face["box"], "frame_size": list(frame_size), "ts": utc_iso(), "seq": next(self._seq)}
+                "box": face["box"], "landmarks": face["landmarks"], "detector_score": face["detector_score"],
+                "frame_size": list(frame_size), "ts": utc_iso(), "seq": next(self._seq)}
 
 
 def discovery_messages(prefix: str, discovery_prefix: str, device: str) -> dict[str, dict[str, Any]]:

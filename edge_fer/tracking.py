@@ -7,18 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_fer.analyze import Face
 from edge_fer.config import TrackingConfig
-from edge_fer.detector import Box
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+from edge_fer.types import SAME_FACE_OVERLAP, Box, Face, Landmarks, iou, overlap_of_smaller
 
 
 @dataclass
@@ -34,6 +24,8 @@ class Track:
     candidate: int = -1
     candidate_since: float = 0.0
     seen_frames: int = 1
+    landmarks: Landmarks | None = None
+    detector_score: float | None = None
 
     def confidence(self) -> float:
         """Smoothed probability of the current label."""
@@ -51,6 +43,8 @@ class TrackEvent:
     scores: dict[str, float] = field(default_factory=dict)
     box: Box = (0, 0, 0, 0)
     duration: float = 0.0
+    landmarks: Landmarks | None = None
+    detector_score: float | None = None
 
 
 class Tracker:
@@ -60,24 +54,31 @@ class Tracker:
         self.config = config
         self.labels = labels
         self.tracks: dict[int, Track] = {}
+        self.assigned: list[int] = []  # the track id of each face of the latest update, in the faces' order
         self._next_id = 1
 
-    def _event(self, kind: str, t: Track, now: float) -> TrackEvent:
+    def _event(self, kind: str, t: Track) -> TrackEvent:
+        # A track's duration is the time its face was seen: an end does not count the grace after it.
         return TrackEvent(kind, t.id, self.labels[t.label], t.confidence(),
-                          {k: float(v) for k, v in zip(self.labels, t.scores)}, t.box, now - t.started)
+                          {k: float(v) for k, v in zip(self.labels, t.scores)}, t.box, t.last_seen - t.started,
+                          t.landmarks, t.detector_score)
 
     def _match(self, faces: list[Face]) -> dict[int, int]:
-        """Face index -> track id, greedily by highest overlap above the threshold."""
-        pairs = sorted(((iou(f.box, t.box), i, tid) for i, f in enumerate(faces) for tid, t in self.tracks.items()),
-                       reverse=True)
+        """Face index -> track id, greedily by highest overlap above the threshold.
+
+        A face left over that lies mostly inside or around a left-over track's box is that track's face too
+        (a detector's box can jump in size between frames): one face never starts a second track."""
         matched: dict[int, int] = {}
         used: set[int] = set()
-        for overlap, i, tid in pairs:
-            if overlap < self.config.iou_threshold:
-                break
-            if i not in matched and tid not in used:
-                matched[i] = tid
-                used.add(tid)
+        for measure, floor in ((iou, self.config.iou_threshold), (overlap_of_smaller, SAME_FACE_OVERLAP)):
+            pairs = sorted(((measure(f.box, t.box), i, tid) for i, f in enumerate(faces)
+                            for tid, t in self.tracks.items()), reverse=True)
+            for overlap, i, tid in pairs:
+                if overlap < floor:
+                    break
+                if i not in matched and tid not in used:
+                    matched[i] = tid
+                    used.add(tid)
         return matched
 
     def _smooth(self, t: Track, scores: np.ndarray, now: float) -> TrackEvent | None:
@@ -94,40 +95,41 @@ class Tracker:
         if top != t.candidate:
             t.candidate, t.candidate_since = top, now
         lead = t.scores[top] - t.scores[t.label]
-        # A new emotion wins when it leads by the margin, or has led for long enough.
+        # A new emotion wins when it leads by the margin, or has led for long enough; either way it must be
+        # believed: near-even scores (an unsure face) would otherwise flip the label back and forth.
+        if t.scores[top] < cfg.switch_min_confidence:
+            return None
         if lead >= cfg.switch_margin or now - t.candidate_since >= cfg.switch_seconds:
             t.label, t.candidate = top, -1
-            return self._event("change", t, now)
+            return self._event("change", t)
         return None
 
     def update(self, faces: list[Face], now: float) -> list[TrackEvent]:
         """Advance to a new frame's faces at time `now` (seconds); returns the events it caused."""
         events: list[TrackEvent] = []
         matched = self._match(faces)
+        self.assigned = []
         for i, face in enumerate(faces):
             scores = np.array([face.scores[k] for k in self.labels], np.float64)
             if i in matched:
                 t = self.tracks[matched[i]]
-                t.box = face.box
+                t.box, t.landmarks, t.detector_score = face.box, face.landmarks, face.detector_score
                 change = self._smooth(t, scores, now)
                 if change:
                     events.append(change)
             else:
-                t = Track(self._next_id, face.box, scores, int(np.argmax(scores)), now, now)
+                t = Track(self._next_id, face.box, scores, int(np.argmax(scores)), now, now,
+                          landmarks=face.landmarks, detector_score=face.detector_score)
                 self._next_id += 1
                 self.tracks[t.id] = t
-                events.append(self._event("start", t, now))
+                events.append(self._event("start", t))
+            self.assigned.append(t.id)
         for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.config.max_missing_seconds]:
-            events.append(self._event("end", self.tracks.pop(tid), now))
+            events.append(self._event("end", self.tracks.pop(tid)))
         return events
 
     def close_all(self, now: float) -> list[TrackEvent]:
         """End every open track (at shutdown)."""
-        events = [self._event("end", t, now) for t in self.tracks.values()]
+        events = [self._event("end", t) for t in self.tracks.values()]
         self.tracks.clear()
         return events
-
-    def track_ids_for(self, faces: list[Face]) -> list[int | None]:
-        """The track id of each face of the latest update, by identical box."""
-        by_box = {t.box: t.id for t in self.tracks.values()}
-        return [by_box.get(f.box) for f in faces]

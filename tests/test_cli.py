@@ -136,8 +136,8 @@ def test_corrupt_missing_and_mismatched_models_exit_with_model_status(tmp_path: 
 def test_usage_and_config_errors(tmp_path: Path) -> None:
     code, _, err = run("--bogus")
     assert code == EXIT_USAGE and "unrecognized arguments: --bogus" in err
-    code, _, err = run("--image", str(ASTRONAUT), "--set", "detector.min_neighbours=2")
-    assert code == EXIT_USAGE and "unknown key detector.min_neighbours" in err
+    code, _, err = run("--image", str(ASTRONAUT), "--set", "haar.min_neighbours=2")
+    assert code == EXIT_USAGE and "unknown key haar.min_neighbours" in err
     code, _, err = run("--json")
     assert code == EXIT_USAGE and "--json, --annotate and --publish go with --image" in err
 

@@ -25,21 +25,21 @@ def test_no_file_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("edge_fer.config.SEARCH_PATH", (tmp_path / "config.yaml",))
     cfg = load()
     assert cfg.source_file == "defaults"
-    assert cfg.detector.min_neighbors == Config().detector.min_neighbors
+    assert cfg.haar.min_neighbors == Config().haar.min_neighbors
 
 
 def test_values_and_overrides_are_typed(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("camera:\n  source: /dev/video2\n  fps: 10\nmqtt:\n  port: 1884\n")
-    cfg = load(f, ["mqtt.host=broker.lan", "detector.min_neighbors=9", "camera.loop=true"])
+    cfg = load(f, ["mqtt.host=broker.lan", "haar.min_neighbors=9", "camera.loop=true"])
     assert cfg.camera.source == "/dev/video2"
     assert cfg.camera.fps == 10.0 and isinstance(cfg.camera.fps, float)
     assert (cfg.mqtt.port, cfg.mqtt.host) == (1884, "broker.lan")
-    assert cfg.detector.min_neighbors == 9 and cfg.camera.loop is True
+    assert cfg.haar.min_neighbors == 9 and cfg.camera.loop is True
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("detector:\n  min_neighbours: 3\n", "unknown key detector.min_neighbours"),
+    ("haar:\n  min_neighbours: 3\n", "unknown key haar.min_neighbours"),
     ("detecter:\n  min_neighbors: 3\n", "unknown section 'detecter'"),
     ("mqtt:\n  port: 70000\n", "mqtt.port = 70000 is out of range"),
     ("mqtt:\n  port: eighty\n", "mqtt.port must be int, got str"),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edge_fer.analyze import Face
 from edge_fer.config import TrackingConfig
-from edge_fer.tracking import Tracker, iou
+from edge_fer.tracking import Tracker
+from edge_fer.types import iou
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -33,7 +36,7 @@ def test_start_follow_and_end() -> None:
     assert ev == []  # track 2 is missing but not for long enough yet
     ev = tr.update([face((104, 102, 80, 80), happy=0.9)], 0.7)
     assert [(e.type, e.track_id) for e in ev] == [("end", 2)]
-    assert ev[0].duration == 0.7
+    assert ev[0].duration == pytest.approx(0.1)  # the time it was seen, not the grace after it
     assert [(e.type, e.track_id) for e in tr.close_all(1.0)] == [("end", 1)]
 
 
@@ -67,3 +70,24 @@ def test_close_scores_switch_after_switch_seconds() -> None:
     tr.update([face(box, sad=0.45, neutral=0.40)], 0.0)
     times = [t / 10 for t in range(1, 12) if tr.update([face(box, sad=0.40, neutral=0.45)], t / 10)]
     assert times == [0.7]
+
+
+def test_a_box_that_jumps_in_size_stays_one_track_and_ids_come_from_the_assignment() -> None:
+    # The reported case: one face seen as [130,12,120,120] and then [142,64,96,96] (IoU 0.45 < 0.5 would
+    # be fine, but a smaller box inside a bigger one can fall below any IoU threshold).
+    tr = Tracker(TrackingConfig(iou_threshold=0.5), LABELS)
+    tr.update([face((130, 12, 120, 120), happy=0.9)], 0.0)
+    ev = tr.update([face((150, 40, 70, 70), happy=0.9), face((400, 40, 80, 80), sad=0.9)], 0.1)
+    assert [(e.type, e.track_id) for e in ev] == [("start", 2)]
+    assert tr.assigned == [1, 2] and len(tr.tracks) == 2
+
+
+def test_an_unsure_face_keeps_its_label_however_long_another_leads() -> None:
+    tr = Tracker(TrackingConfig(smoothing_seconds=0.0, switch_seconds=0.2, switch_min_confidence=0.4), LABELS)
+    tr.update([face((100, 100, 80, 80), happy=0.6)], 0.0)
+    # fear leads happy by 0.04 at 0.33: an unsure face, below the floor, for two seconds.
+    for i in range(1, 21):
+        assert tr.update([face((100, 100, 80, 80), fear=0.33, happy=0.29)], i * 0.1) == []
+    ev = tr.update([face((100, 100, 80, 80), fear=0.5, happy=0.2)], 2.2)
+    ev += tr.update([face((100, 100, 80, 80), fear=0.5, happy=0.2)], 2.5)
+    assert [(e.type, e.emotion) for e in ev] == [("change", "fear")]

@@ -1,0 +1,67 @@
+"""Plain data shared by every part: boxes, detections and classified faces (no vision imports here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Box = tuple[int, int, int, int]  # x, y, width, height in the frame's own pixels
+Point = tuple[float, float]
+# YuNet's five points, in this order: right eye, left eye, nose tip, right and left mouth corner
+# ("right" is the person's right, on the left of the picture).
+Landmarks = tuple[Point, Point, Point, Point, Point]
+# Two boxes covering this much of the smaller one are one face (Haar groups overlapping windows loosely).
+SAME_FACE_OVERLAP = 0.5
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face the detector found: its box, five landmarks where the backend gives them, and its score."""
+
+    box: Box
+    landmarks: Landmarks | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Face:
+    """One classified face: its box, top emotion and that emotion's probability, all scores, and its detection."""
+
+    box: Box
+    emotion: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    landmarks: Landmarks | None = None
+    detector_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"box": [int(v) for v in self.box], "emotion": self.emotion,
+                "confidence": round(self.confidence, 4),
+                "scores": {k: round(v, 4) for k, v in self.scores.items()},
+                "landmarks": landmarks_list(self.landmarks),
+                "detector_score": None if self.detector_score is None else round(self.detector_score, 4)}
+
+
+def landmarks_list(points: Landmarks | None) -> list[list[float]] | None:
+    """Landmarks as JSON: five [x, y] pairs rounded to a tenth of a pixel, or null."""
+    return None if points is None else [[round(float(x), 1), round(float(y), 1)] for x, y in points]
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    inter = _intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    small = min(a[2] * a[3], b[2] * b[3])
+    return _intersection(a, b) / small if small > 0 else 0.0
+
+
+def _intersection(a: Box, b: Box) -> int:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy
