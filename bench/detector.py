@@ -1,4 +1,4 @@
-"""Found-versus-true faces and time of the detector at several settings, on real photos and pasted faces.
+"""The Haar backend at several settings: found-versus-true faces and time, on real photos and pasted faces.
 
     taskset -c 1 python bench/detector.py [--data ../shared/data/fer2013.tar.gz]
 
@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_fer.config import DetectorConfig  # noqa: E402
-from edge_fer.detector import FaceDetector  # noqa: E402
+from edge_fer.config import HaarConfig  # noqa: E402
+from edge_fer.detector import HaarDetector  # noqa: E402
 from edge_fer.images import read_image  # noqa: E402
 from tests.conftest import ASTRONAUT, FER_TARBALL, NO_FACE_IMAGES, overlap, paste_faces  # noqa: E402
 from training import data  # noqa: E402
@@ -43,20 +43,20 @@ def main() -> int:
     idx = np.random.default_rng(0).choice(len(faces), 200, replace=False)
     negatives = [read_image(path, 10**8) for path in NO_FACE_IMAGES]
     astronaut = read_image(ASTRONAUT, 10**8)
-    default = DetectorConfig()
+    default = HaarConfig()
     cv2.setNumThreads(1)
     busy, _ = paste_faces([faces.x[0]], size=140, background=negatives[0])
     print("| detect_width | scale_factor | min_neighbors | min_level_weight | min_face_fraction | pasted faces found "
           "| phantoms in pasted frames | phantoms in no-face photos | astronaut boxes (1 face) | ms, busy frame |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dw, sf, mn, lw, frac in SETTINGS:
-        det = FaceDetector(DetectorConfig(detect_width=dw, scale_factor=sf, min_neighbors=mn, min_level_weight=lw,
-                                          min_face_fraction=frac))
+        det = HaarDetector(HaarConfig(detect_width=dw, scale_factor=sf, min_neighbors=mn, min_level_weight=lw,
+                                      min_face_fraction=frac))
         found = extra = 0
         for k in range(0, 200, 2):
             background = negatives[k % 3] if k % 4 == 0 else None
             frame, truth = paste_faces([faces.x[idx[k]], faces.x[idx[k + 1]]], size=150, background=background)
-            boxes = det.detect(frame)
+            boxes = [d.box for d in det.detect(frame)]
             found += sum(any(overlap(t, b) > 0.5 for b in boxes) for t in truth)
             extra += sum(not any(overlap(t, b) > 0.5 for t in truth) for b in boxes)
         phantoms = sum(len(det.detect(img)) for img in negatives)

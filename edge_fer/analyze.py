@@ -30,7 +30,7 @@ class Analyzer:
         """Build both parts from the configuration (with the photo detector settings for one-shot images)."""
         return cls(make_detector(cfg, photos),
                    EmotionClassifier(cfg.classifier.model or None, threads=cfg.classifier.threads),
-                   cfg.classifier.max_faces)
+                   cfg.images.max_faces if photos else cfg.classifier.max_faces)
 
     def __enter__(self) -> "Analyzer":
         return self

@@ -47,7 +47,7 @@ class YunetConfig:
     score_threshold: float = 0.6
     nms_threshold: float = 0.3
     photo_size: int = 640
-    photo_small_faces_size: int = 1920
+    photo_small_faces_size: int = 1280
     small_face_px: int = 40
 
 
@@ -124,6 +124,7 @@ class ImagesConfig:
     """One-shot image mode."""
 
     max_pixels: int = 50_000_000
+    max_faces: int = 100
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "tracking.switch_margin": (0.0, 1.0), "tracking.switch_min_confidence": (0.0, 1.0),
     "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.qos": (0, 1),
     "mqtt.queue_size": (1, 10_000_000), "mqtt.state_interval_seconds": (0.5, 86400),
-    "images.max_pixels": (1, 1_000_000_000),
+    "images.max_pixels": (1, 1_000_000_000), "images.max_faces": (1, 10_000),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),

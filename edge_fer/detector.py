@@ -114,8 +114,8 @@ class YuNetDetector:
             found.append(Detection(box, landmarks, float(r[14])))
         return found
 
-    def _pass(self, bgr: np.ndarray, scale: float) -> list[Detection]:
-        small = _resized(bgr, scale)
+    def _pass(self, small: np.ndarray, scale: float) -> list[Detection]:
+        """Detections on `small`, a copy of the frame resized by `scale`."""
         size = (small.shape[1], small.shape[0])
         if size != self._size:
             self._net.setInputSize(size)
@@ -128,16 +128,21 @@ class YuNetDetector:
         h, w = bgr.shape[:2]
         cfg = self.config
         if not self.photos:
-            found = self._pass(bgr, min(1.0, cfg.detect_width / w))
+            scale = min(1.0, cfg.detect_width / w)
+            found = self._pass(_resized(bgr, scale), scale)
         else:
             # Large faces are found on a small copy; small faces in big photos need a second, finer pass.
             coarse = min(1.0, cfg.photo_size / max(h, w))
-            found = self._pass(bgr, coarse)
             fine = min(1.0, cfg.photo_small_faces_size / max(h, w))
             if fine > coarse * 1.5:
+                # The coarse copy is made from the fine one: one pass over the full-size photo, not two.
+                fine_img = _resized(bgr, fine)
+                found = self._pass(_resized(fine_img, coarse / fine), coarse)
                 # Only faces too small for the coarse pass are taken from the fine one (big ones split there).
-                small = [d for d in self._pass(bgr, fine) if d.box[2] * coarse < cfg.small_face_px]
+                small = [d for d in self._pass(fine_img, fine) if d.box[2] * coarse < cfg.small_face_px]
                 found += [d for d in small if all(overlap_of_smaller(d.box, k.box) < 0.3 for k in found)]
+            else:
+                found = self._pass(_resized(bgr, coarse), coarse)
         return one_per_face([_clipped(d, w, h) for d in found if d.box[2] > 0 and d.box[3] > 0])
 
     def refine(self, frame: np.ndarray, last: Detection) -> Detection | None:
