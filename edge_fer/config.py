@@ -43,7 +43,7 @@ class YunetConfig:
     """OpenCV's YuNet CNN face detector."""
 
     model: str = ""
-    detect_width: int = 640
+    detect_width: int = 480
     score_threshold: float = 0.6
     nms_threshold: float = 0.3
     photo_size: int = 640
