@@ -77,15 +77,21 @@ def test_refine_follows_a_moving_face_and_lets_go_of_a_vanished_one(detector, cl
 
 def test_a_face_rotated_by_20_degrees_is_levelled_and_keeps_its_emotion(clear_faces) -> None:
     frame, _ = paste_faces([clear_faces["happy"][0]], size=200)
-    rotated = cv2.warpAffine(frame, cv2.getRotationMatrix2D((320, 240), 20, 1.0), (640, 480), borderValue=(128,) * 3)
-    (face,) = YUNET_CAMERA.detect(rotated)
-    assert abs(eye_angle(np.asarray(face.landmarks)) + 20) < 6  # the detector sees the tilt...
+    turn = cv2.getRotationMatrix2D((320, 240), 20, 1.0)
+    rotated = cv2.warpAffine(frame, turn, (640, 480), borderValue=(128,) * 3)
+    (upright,) = YUNET_PHOTO.detect(frame)
+    (face,) = YUNET_PHOTO.detect(rotated)
+    # Where the eyes really are in the rotated frame: the upright frame's landmarks, turned with it.
+    truth = np.asarray(upright.landmarks) @ turn[:, :2].T + turn[:, 2]
     framing = Framing.load()
     m = framing.transform(face, 48)
+    before = abs(eye_angle(truth) - eye_angle(np.asarray(upright.landmarks)) + 20)
+    after = abs(eye_angle(truth @ m[:, :2].T + m[:, 2]) - eye_angle(np.asarray(upright.landmarks)))
+    assert before < 1.0 and after < 8.0  # most of the 20 degrees is taken out (README: YuNet under-reads tilt)
     crop_points = np.asarray(face.landmarks) @ m[:, :2].T + m[:, 2]
-    assert abs(eye_angle(crop_points)) < 1.0  # ...and the crop's eyes come out level
-    assert np.abs(crop_points - framing.landmarks).max() < 6  # where FER-2013 puts them
-    with Analyzer(YUNET_CAMERA) as analyzer:
+    assert abs(eye_angle(crop_points)) < 0.5  # the eyes as detected come out level...
+    assert np.abs(crop_points - framing.landmarks).max() < 6  # ...where FER-2013 puts them
+    with Analyzer(YUNET_PHOTO) as analyzer:
         (result,) = analyzer.analyze(rotated)
     assert result.emotion == "happy"
 
