@@ -5,25 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import TextIO
 
-import cv2
 import yaml
 
 from edge_fer import __version__
 from edge_fer.analyze import Analyzer, Face
 from edge_fer.config import Config, as_dict, load
-from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
-from edge_fer.images import IMAGE_SUFFIXES, expand_paths, read_image
+from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError, WriteError, shown
+from edge_fer.images import IMAGE_SUFFIXES, expand_paths, read_image, save_image
 
 log = logging.getLogger(__name__)
 
 # Within systemd's TimeoutStopSec (10 s in the unit): a pipeline stuck longer is abandoned.
 SHUTDOWN_GRACE_SECONDS = 6.0
+EXIT_PIPE = 128 + signal.SIGPIPE  # stdout closed by its reader, as a shell reports SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,11 +65,38 @@ def format_table(name: str, width: int, height: int, faces: list[Face], labels: 
     return "\n".join(lines)
 
 
-def _annotate_target(out: str, image: Path, many: bool) -> Path:
+def _file_key(path: Path) -> tuple:
+    """What makes two paths the same file: its inode when it exists (hard links too), else its real path."""
+    try:
+        st = path.stat()
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.realpath(path))
+
+
+def annotate_targets(out: str, paths: list[Path]) -> dict[Path, Path]:
+    """Where each image's annotated copy goes: never onto an input, never two onto one file.
+
+    OUT is the file itself for one image with an image suffix, else a folder of `<stem>.annotated.png`;
+    a name already taken (two inputs called x.png, or an input in OUT) becomes `<stem>.2.annotated.png`, ..."""
     target = Path(out)
-    if not many and target.suffix.lower() in IMAGE_SUFFIXES:
-        return target
-    return target / f"{image.stem}.annotated.png"
+    inputs = {_file_key(p) for p in paths}
+    if len(paths) == 1 and target.suffix.lower() in IMAGE_SUFFIXES:
+        if _file_key(target) in inputs:
+            raise UsageError(f"--annotate {shown(target)} is the input image; it is never overwritten")
+        return {paths[0]: target}
+    taken = set(inputs)
+    targets: dict[Path, Path] = {}
+    for path in paths:
+        n = 1
+        while True:
+            candidate = target / (f"{path.stem}.annotated.png" if n == 1 else f"{path.stem}.{n}.annotated.png")
+            if _file_key(candidate) not in taken:
+                break
+            n += 1
+        taken.add(_file_key(candidate))
+        targets[path] = candidate
+    return targets
 
 
 def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -83,29 +111,39 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
         status = EXIT_INPUT
     if not paths:
         return status
+    targets = annotate_targets(args.annotate, paths) if args.annotate else {}
     with Analyzer.from_config(cfg, photos=True) as analyzer:
         labels = analyzer.classifier.labels
         for path in paths:
             try:
                 frame = read_image(path, cfg.images.max_pixels)
+                faces = analyzer.analyze(frame)
             except EdgeFerError as e:
                 print(f"edge-fer: {e}", file=err)
-                status = EXIT_INPUT
+                status = max(status, EXIT_INPUT)
                 continue
-            faces = analyzer.analyze(frame)
+            except MemoryError:
+                print(f"edge-fer: {shown(path)}: not enough memory to analyze it", file=err)
+                status = max(status, EXIT_INPUT)
+                continue
             h, w = frame.shape[:2]
             doc = {"image": str(path), "width": w, "height": h, "faces": [f.to_dict() for f in faces]}
+            if path in targets:
+                try:
+                    save_image(targets[path], annotate(frame, faces))
+                    doc["annotated"] = str(targets[path])
+                except (WriteError, MemoryError) as e:
+                    problem = str(e) if isinstance(e, WriteError) else f"{shown(targets[path])}: not enough memory"
+                    print(f"edge-fer: {problem}; the annotated copy was not saved", file=err)
+                    status = max(status, EXIT_RUNTIME)
+            del frame  # a large photo's pixels are not kept while the next one is decoded
             published.append(doc)
             if args.json:
                 print(json.dumps(doc), file=out)
             else:
-                print(format_table(str(path), w, h, faces, labels), file=out)
-            if args.annotate:
-                target = _annotate_target(args.annotate, path, len(paths) > 1)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(target), annotate(frame, faces)):
-                    print(f"edge-fer: {target}: could not write the annotated image", file=err)
-                    status = EXIT_INPUT
+                table = format_table(shown(path), w, h, faces, labels)
+                print(table + (f"\n  annotated copy: {shown(doc['annotated'])}" if "annotated" in doc else ""),
+                      file=out)
             out.flush()
     if args.publish and published:
         status = max(status, publish_images(cfg, published, err))
@@ -206,6 +244,17 @@ def run_window(cfg: Config, camera: bool) -> int:
     return EXIT_OK
 
 
+def _silence_stdout(out: TextIO) -> None:
+    """Point a closed stdout at /dev/null so Python's final flush does not print a traceback."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -245,6 +294,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): stop quietly with the status a shell gives a tool killed by SIGPIPE.
+        _silence_stdout(out)
+        return EXIT_PIPE
+    except MemoryError:
+        print("edge-fer: out of memory", file=err)
+        return EXIT_RUNTIME
     except SystemExit as e:  # --help and --version end argparse this way; main still returns
         return int(e.code or 0)
 
