@@ -16,6 +16,7 @@ import yaml
 
 from edge_fer import __version__
 from edge_fer.analyze import Analyzer, Face
+from edge_fer.capture import quiet_native_logs
 from edge_fer.config import Config, as_dict, load
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError, WriteError, shown
 from edge_fer.images import IMAGE_SUFFIXES, expand_paths, read_image, save_image
@@ -265,6 +266,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     out = out or sys.stdout
     err = err or sys.stderr
     try:
+        quiet_native_logs()
         args = build_parser().parse_args(argv)
         # Paths and URLs are quoted so YAML takes them as strings; a bare number is a camera index.
         overrides = list(args.set) + ([f"classifier.model={json.dumps(args.model)}"] if args.model else [])

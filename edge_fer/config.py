@@ -27,6 +27,7 @@ class CameraConfig:
     width: int = 640
     height: int = 480
     fps: float = 15.0
+    file_fps: float = 0.0
     loop: bool = False
     reopen_max_seconds: float = 30.0
 
@@ -135,7 +136,7 @@ class Config:
 
 # Ranges checked at load: (low, high) inclusive; None means unbounded on that side.
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "camera.width": (1, 16384), "camera.height": (1, 16384), "camera.fps": (0.1, 1000),
+    "camera.width": (1, 16384), "camera.height": (1, 16384), "camera.fps": (0.1, 1000), "camera.file_fps": (0.0, 1000),
     "camera.reopen_max_seconds": (0.1, 3600),
     "detector.detect_width": (64, 8192), "detector.scale_factor": (1.01, 2.0),
     "detector.min_neighbors": (0, 100), "detector.min_face_fraction": (0.0, 1.0),
