@@ -130,8 +130,7 @@ def test_snapshot_record_and_keys_write_files(window, xvfb, tmp_path: Path) -> N
     assert cv2.imread(str(png)).shape == overlay.shown.shape
 
     path = overlay.toggle_record()
-    seen = overlay._seen_seq
-    pump(overlay.root, lambda: overlay._seen_seq >= seen + 10, 20)
+    assert pump(overlay.root, lambda: overlay._recorded >= 10, 20)  # frames written, whatever was dropped
     assert overlay.toggle_record() == path
     cap = cv2.VideoCapture(str(path))
     n = 0
@@ -192,3 +191,49 @@ def test_resizing_the_window_scales_the_video(window) -> None:
         assert abs((x1 - x0) - (y1 - y0)) <= 1 and max(x1 - x0, y1 - y0) <= max(cw, ch)
         sizes.append(x1 - x0)
     assert sizes[1] > sizes[0]
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str):
+    """A small tmpfs mounted at `where` (a full or read-only disk that root cannot write past either)."""
+    where.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {res.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_snapshot_and_recording_on_a_read_only_or_full_disk_say_what_failed(window, tmp_path: Path) -> None:
+    overlay, _ = window
+    errors = []
+    overlay.root.report_callback_exception = lambda *exc: errors.append(exc)
+    overlay.toggle_camera()
+    assert pump(overlay.root, lambda: overlay.shown is not None, 30)
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        overlay.save_dir = ro / "shots"
+        subprocess.run(["xdotool", "key", "--window", str(overlay.root.wm_frame()), "s"], check=False,
+                       env={**os.environ}, timeout=10) if shutil.which("xdotool") else overlay.snapshot()
+        assert pump(overlay.root, lambda: "not saved" in overlay.status.cget("text"), 5)
+        assert "Read-only file system" in overlay.status.cget("text")
+        assert overlay.snapshot() is None and overlay.toggle_record() is None
+        assert overlay.status.cget("text").startswith("cannot record: ") and overlay.recorder is None
+    with tmpfs(tmp_path / "full", "size=64k") as full:
+        (full / "filler").write_bytes(b"\0" * 60_000)
+        overlay.save_dir = full
+        assert overlay.snapshot() is None
+        assert "No space left on device" in overlay.status.cget("text")
+        assert [p.name for p in full.iterdir()] == ["filler"]  # no partial picture left behind
+        (full / "filler").unlink()
+        path = overlay.toggle_record()  # room for the file, not for the frames
+        assert path is not None
+        seen = overlay._seen_seq
+        assert pump(overlay.root, lambda: overlay._seen_seq >= seen + 20 or overlay.recorder is None, 20)
+        if overlay.recorder is not None:
+            assert overlay.toggle_record() is None
+        text = overlay.status.cget("text")
+        assert text.startswith("recording failed: ") and "the disk is full" in text, text
+    assert errors == []
