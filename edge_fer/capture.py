@@ -122,6 +122,12 @@ class PiCameraSource:
         self._cam.close()
 
 
+def check_source(cfg: CameraConfig) -> None:
+    """Raise now, with its hint, for a source that can never work here (picamera2 not installed)."""
+    if cfg.source == "picamera2":
+        _import_picamera2()
+
+
 def open_source(cfg: CameraConfig) -> Source:
     """The source named by camera.source."""
     if cfg.source == "picamera2":
@@ -146,8 +152,7 @@ class Capture:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def __enter__(self) -> "Capture":
-        if self.cfg.source == "picamera2":
-            _import_picamera2()  # fail now, with the apt hint, rather than retry forever
+        check_source(self.cfg)  # fail now, with the apt hint, rather than retry forever
         self._thread.start()
         return self
 

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -23,8 +22,6 @@ from edge_fer.images import IMAGE_SUFFIXES, expand_paths, read_image, save_image
 
 log = logging.getLogger(__name__)
 
-# Within systemd's TimeoutStopSec (10 s in the unit): a pipeline stuck longer is abandoned.
-SHUTDOWN_GRACE_SECONDS = 6.0
 EXIT_PIPE = 128 + signal.SIGPIPE  # stdout closed by its reader, as a shell reports SIGPIPE
 
 
@@ -168,81 +165,19 @@ def publish_images(cfg: Config, docs: list[dict], err: TextIO, connect_timeout: 
     return EXIT_OK
 
 
-def run_daemon(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
-    """Run the daemon; SIGTERM/SIGINT stop it, SIGHUP reloads the config and restarts the pipeline."""
-    stop = threading.Event()
-    why = {"reason": ""}
+def run_service(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
+    """The daemon, headless or with its window, or the window alone (--gui)."""
+    from edge_fer.overlay import display_available
+    from edge_fer.service import Service
 
-    def on_signal(signum: int, _frame: object) -> None:
-        if signum == signal.SIGHUP and why["reason"] != "stop":
-            why["reason"] = "reload"
-        else:
-            why["reason"] = "stop"
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
-        return _daemon_loop(args, overrides, cfg, stop, why)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _daemon_loop(args: argparse.Namespace, overrides: list[str], cfg: Config, stop: threading.Event,
-                 why: dict[str, str]) -> int:
-    """Run pipelines until a stop that is not a reload."""
-    from edge_fer.daemon import PipelineThread
-
-    while True:
-        # The pipeline runs on its own thread so a stuck one cannot keep the process from stopping.
-        pipeline = PipelineThread(cfg, on_end=stop.set)
-        pipeline.start()
-        stop.wait()
-        if not pipeline.stop(timeout=SHUTDOWN_GRACE_SECONDS):
-            log.error("the pipeline did not stop within %.0f s; exiting without a clean shutdown",
-                      SHUTDOWN_GRACE_SECONDS)
-            return EXIT_RUNTIME
-        if pipeline.error is not None:
-            raise pipeline.error
-        if why["reason"] != "reload":
-            return EXIT_OK
-        why["reason"] = ""
-        stop.clear()
-        try:
-            cfg = load(args.config, overrides)
-            logging.getLogger().setLevel(cfg.logging.level)
-            log.info("configuration reloaded from %s", cfg.source_file)
-        except EdgeFerError as e:
-            log.error("reload failed, keeping the running configuration: %s", e)
-
-
-def run_window(cfg: Config, camera: bool) -> int:
-    """The Tk window, with the pipeline on its own thread (started now, or by the Camera button)."""
-    from edge_fer.daemon import PipelineThread
-    from edge_fer.overlay import Overlay, require_display
-
-    require_display()
-    try:
-        import tkinter as tk
-    except ImportError:
-        raise EdgeFerError("the window needs tkinter: sudo apt install python3-tk") from None
-
-    stop = threading.Event()  # signals, and the end of the daemon's video, close the window
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    pipeline = PipelineThread(cfg, on_end=stop.set if camera else None)
-    try:
-        root = tk.Tk()
-    except tk.TclError as e:
-        raise EdgeFerError(f"cannot open the window: {e}") from None
-    with Analyzer.from_config(cfg, photos=True) as analyzer:
-        overlay = Overlay(root, cfg, analyzer, pipeline.start, pipeline.stop, lambda: pipeline.latest,
-                          should_close=stop.is_set)
-        if camera:
-            overlay.toggle_camera()
-        root.mainloop()
-    pipeline.stop()
-    return EXIT_OK
+    service = Service(cfg, args.config, overrides)
+    if args.gui or args.display:
+        return service.run_window(camera=args.display)
+    if cfg.display.enabled:
+        if display_available():
+            return service.run_window(camera=True)
+        log.info("display.enabled but no display here: running headless")
+    return service.run_headless()
 
 
 def _silence_stdout(out: TextIO) -> None:
@@ -282,15 +217,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
             return run_images(cfg, args, out, err)
         if args.json or args.annotate or args.publish:
             raise UsageError("--json, --annotate and --publish go with --image")
-        if args.gui or args.display:
-            return run_window(cfg, camera=args.display)
-        if cfg.display.enabled:
-            from edge_fer.overlay import display_available
-
-            if display_available():
-                return run_window(cfg, camera=True)
-            log.info("display.enabled but no display here: running headless")
-        return run_daemon(args, overrides, cfg)
+        return run_service(args, overrides, cfg)
     except EdgeFerError as e:
         print(f"edge-fer: {e}", file=err)
         return e.exit_code

@@ -234,6 +234,11 @@ class Overlay:
             self.camera_on = True
             self.status.configure(text="camera starting...")
 
+    def camera_ended(self, text: str) -> None:
+        """The pipeline stopped by itself (its video ended, or it failed): say so and offer Camera again."""
+        self.camera_on = False
+        self._say(text, logging.WARNING)
+
     def _stamp(self) -> str:
         return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
 

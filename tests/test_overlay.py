@@ -7,7 +7,9 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +20,8 @@ import pytest
 from edge_fer.annotate import color_of
 from edge_fer.cli import main
 from edge_fer.config import load
-from edge_fer.errors import EXIT_USAGE
-from tests.conftest import ASTRONAUT
+from edge_fer.errors import EXIT_RUNTIME, EXIT_USAGE
+from tests.conftest import ASTRONAUT, ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
 
@@ -79,7 +81,7 @@ def window(xvfb, tmp_path: Path, face_video: Path):
     import tkinter as tk
 
     from edge_fer.analyze import Analyzer
-    from edge_fer.daemon import PipelineThread
+    from edge_fer.service import PipelineThread
     from edge_fer.overlay import Overlay
 
     cfg = load(None, [f"camera.source={face_video}", "camera.loop=true", "mqtt.enabled=false",
@@ -237,3 +239,54 @@ def test_snapshot_and_recording_on_a_read_only_or_full_disk_say_what_failed(wind
         text = overlay.status.cget("text")
         assert text.startswith("recording failed: ") and "the disk is full" in text, text
     assert errors == []
+
+
+def _window_process(display: str, config: Path, *extra: str, errlog: Path) -> subprocess.Popen:
+    env = {**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)}
+    with open(errlog, "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "edge_fer", "--display", "--config", str(config), *extra],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return True
+        time.sleep(0.05)
+    return text in path.read_text()
+
+
+def test_display_mode_reloads_on_sighup_and_stops_on_sigterm(xvfb, tmp_path: Path, face_video: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"camera:\n  source: {json.dumps(str(face_video))}\n  loop: true\nmqtt:\n  enabled: false\n")
+    errlog = tmp_path / "stderr.txt"
+    proc = _window_process(xvfb, config, errlog=errlog)
+    try:
+        assert _wait_for_text(errlog, "first frame processed", 60), errlog.read_text()
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for_text(errlog, "configuration reloaded", 20), errlog.read_text()
+        assert _wait_for_text(errlog, "running: source", 20) and proc.poll() is None
+        config.write_text("camera:\n  fsp: 3\n")
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for_text(errlog, "reload refused", 20) and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in errlog.read_text()
+
+
+def test_display_mode_follows_the_headless_errors(xvfb, tmp_path: Path) -> None:
+    err = io.StringIO()
+    code = main(["--display", "--source", "picamera2", "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err)
+    assert code == EXIT_USAGE
+    assert err.getvalue() == ("edge-fer: camera.source is picamera2 but picamera2 is not installed: "
+                              "sudo apt install python3-picamera2\n")
+    bogus = tmp_path / "clip.avi"
+    bogus.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    err = io.StringIO()
+    code = main(["--display", "--source", str(bogus), "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err)
+    assert code == EXIT_RUNTIME
+    assert err.getvalue() == f"edge-fer: {bogus}: cannot be opened as a video (tried 3 times)\n"
