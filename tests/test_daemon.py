@@ -503,3 +503,16 @@ def test_sighup_with_a_bad_config_changes_nothing(tmp_path: Path, broker: Broker
     text = errlog.read_text()
     assert "mqtt.device_id" in text and "mqtt.port must be int" in text and "nonexistent.tflite" in text
     assert "Traceback" not in text
+
+
+def test_systemd_unit_allows_the_pi_camera_heaps_stops_on_config_errors_and_caps_memory() -> None:
+    lines = [line.strip() for line in (ROOT / "systemd" / "edge-fer.service").read_text().splitlines()]
+    settings = [tuple(line.split("=", 1)) for line in lines if "=" in line and not line.startswith("#")]
+    allowed = [value.split()[0] for key, value in settings if key == "DeviceAllow"]
+    # systemd skips a DeviceAllow= path that is a folder; libcamera opens /dev/dma_heap/<heap> (class dma_heap).
+    assert "char-dma_heap" in allowed and not any(a.startswith("/dev/dma_heap") for a in allowed)
+    assert all(a.startswith(("char-", "block-")) or not a.endswith("/") for a in allowed)
+    prevent = [value.split() for key, value in settings if key == "RestartPreventExitStatus"]
+    assert prevent and {"2", "3"} <= set(prevent[0])
+    memory = [value for key, value in settings if key == "MemoryMax"]
+    assert memory and memory[0].endswith("M") and 200 <= int(memory[0][:-1]) <= 600
