@@ -170,7 +170,7 @@ class Capture:
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self.state:
             level = logging.INFO if state in ("ok", "ended") else logging.WARNING
-            log.log(level, "camera %s: %s%s", self.cfg.source, state, f" ({detail})" if detail else "")
+            log.log(level, "camera %s: %s%s", shown(self.cfg.source), state, f" ({detail})" if detail else "")
             self.state = state
             with self._cond:
                 self._cond.notify_all()

@@ -62,13 +62,11 @@ class Overlay:
                  start_camera: Callable[[], object] | None = None,
                  stop_camera: Callable[[], None] | None = None,
                  latest: Callable[[], object] | None = None,
-                 on_quit: Callable[[], None] | None = None,
-                 should_close: Callable[[], bool] | None = None) -> None:
+                 on_quit: Callable[[], None] | None = None) -> None:
         self.root, self.cfg, self.analyzer = root, cfg, analyzer
         self._start_camera, self._stop_camera = start_camera, stop_camera
         self._latest = latest or (lambda: None)
         self._on_quit = on_quit
-        self._should_close = should_close or (lambda: False)
         self.save_dir = Path(cfg.display.save_dir).expanduser()
         self.shown: np.ndarray | None = None  # the annotated frame on screen, full size
         self.faces: list[Face] = []
@@ -173,9 +171,6 @@ class Overlay:
     # Polling -------------------------------------------------------------------------------
 
     def _poll(self) -> None:
-        if self._should_close():
-            self.quit()  # SIGTERM or the end of a video: close as the Quit button does
-            return
         try:
             pending, self._pending = self._pending, None
             if pending is not None:
