@@ -241,7 +241,10 @@ def _check_tls(mqtt: MqttConfig, where: str) -> None:
         if not path:
             continue
         try:
-            text = Path(path).read_text(errors="replace")
+            if Path(path).exists() and not Path(path).is_file():
+                raise IsADirectoryError(21, "not a regular file")
+            with open(path, "rb") as f:
+                text = f.read(MAX_FILE_BYTES * 4).decode(errors="replace")  # enough to find the PEM marker
         except OSError as e:
             raise ConfigError(f"{where}: mqtt.{name}: cannot read {shown(path)} ({e.strerror or e})") from None
         wanted = {"ca_certs": "CERTIFICATE-----", "certfile": "CERTIFICATE-----", "keyfile": "PRIVATE KEY-----"}[name]

@@ -59,6 +59,7 @@ class PipelineThread:
         self.stop()
         self._stop = threading.Event()
         self.error = None
+        self._daemon = None
         stop = self._stop
 
         def run() -> None:
@@ -76,11 +77,6 @@ class PipelineThread:
 
         self._thread = threading.Thread(target=run, name="pipeline", daemon=True)
         self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        """True while the pipeline's thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> bool:
         """Stop the pipeline in order and wait for it; False if it did not finish in time."""

@@ -158,7 +158,7 @@ def test_tls_files_that_are_missing_or_wrong_are_config_errors(tmp_path: Path) -
         ([f"mqtt.ca_certs={tmp_path / 'absent.pem'}"], "mqtt.ca_certs: cannot read", "No such file"),
         ([f"mqtt.ca_certs={text}"], "mqtt.ca_certs:", "holds no PEM certificate"),
         ([f"mqtt.certfile={text}"], "mqtt.certfile:", "holds no PEM certificate"),
-        ([f"mqtt.keyfile={tmp_path}"], "mqtt.keyfile: cannot read", "Is a directory"),
+        ([f"mqtt.keyfile={tmp_path}"], "mqtt.keyfile: cannot read", "not a regular file"),
     ]
     for overrides, key, reason in cases:
         with pytest.raises(ConfigError) as e:
