@@ -271,8 +271,8 @@ def _check_tls(mqtt: MqttConfig, where: str) -> None:
 
 def key_name(section: str, key: Any) -> str:
     """'section.key' as shown in errors; a key that is not plain text is quoted so it stays on one line."""
-    shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
-    return f"{section}.{shown}"
+    plain = isinstance(key, str) and key.isprintable() and key.strip() == key and 0 < len(key) <= 60
+    return f"{section}.{key if plain else describe('', key)}"
 
 
 def _build(data: dict[str, Any], where: str) -> Config:
