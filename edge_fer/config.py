@@ -155,33 +155,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-# Values never shown in an error or log line.
-SECRETS = {"mqtt.password"}
-# MQTT topic parts and ids: True where '/' may separate levels (a prefix), False for one level.
-TOPIC_PARTS: dict[str, bool] = {"mqtt.prefix": True, "mqtt.discovery_prefix": True,
-                                "mqtt.device_id": False, "mqtt.client_id": False}
-TOPIC_MAX_CHARS = 128
-TLS_FILES = ("ca_certs", "certfile", "keyfile")
-# A config file is small: larger files, deeper nesting or more aliases are refused before they cost memory.
-MAX_FILE_BYTES = 1_000_000
-MAX_ALIASES = 50
-
-
 def photo_detector(cfg: Config) -> DetectorConfig:
     """The detector settings for one-shot photos: the images section's width and minimum face size."""
     return dataclasses.replace(cfg.detector, detect_width=cfg.images.detect_width,
                                min_face_fraction=cfg.images.min_face_fraction)
-
-
-def describe(key: str, value: Any) -> str:
-    """A value as an error may show it: short, on one line, and never a secret or a whole container."""
-    if key in SECRETS:
-        return type(value).__name__
-    if isinstance(value, (list, dict)):
-        return f"a {type(value).__name__}"
-    if isinstance(value, str) and len(value) > 60:
-        return f"{value[:57]!r}... ({len(value)} characters)"
-    return repr(value)
 
 
 def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
@@ -212,6 +189,29 @@ def _check_range(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {key} = {describe(key, value)} must be one of {', '.join(CHOICES[key])}")
     if key in TOPIC_PARTS:
         _check_topic_part(key, value, TOPIC_PARTS[key], where)
+
+
+# Values never shown in an error or log line.
+SECRETS = {"mqtt.password"}
+# MQTT topic parts and ids: True where '/' may separate levels (a prefix), False for one level.
+TOPIC_PARTS: dict[str, bool] = {"mqtt.prefix": True, "mqtt.discovery_prefix": True,
+                                "mqtt.device_id": False, "mqtt.client_id": False}
+TOPIC_MAX_CHARS = 128
+TLS_FILES = ("ca_certs", "certfile", "keyfile")
+# A config file is small: larger files, deeper nesting or more aliases are refused before they cost memory.
+MAX_FILE_BYTES = 1_000_000
+MAX_ALIASES = 50
+
+
+def describe(key: str, value: Any) -> str:
+    """A value as an error may show it: short, on one line, and never a secret or a whole container."""
+    if key in SECRETS:
+        return type(value).__name__
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__}"
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:57]!r}... ({len(value)} characters)"
+    return repr(value)
 
 
 def _check_topic_part(key: str, value: str, levels: bool, where: str) -> None:
