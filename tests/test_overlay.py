@@ -290,3 +290,30 @@ def test_display_mode_follows_the_headless_errors(xvfb, tmp_path: Path) -> None:
     code = main(["--display", "--source", str(bogus), "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err)
     assert code == EXIT_RUNTIME
     assert err.getvalue() == f"edge-fer: {bogus}: cannot be opened as a video (tried 3 times)\n"
+
+
+def test_gui_camera_that_fails_says_so_and_the_window_stays(xvfb, tmp_path: Path) -> None:
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed")
+    bogus = tmp_path / "clip.avi"
+    bogus.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"camera:\n  source: {json.dumps(str(bogus))}\nmqtt:\n  enabled: false\n")
+    errlog = tmp_path / "stderr.txt"
+    env = {**os.environ, "DISPLAY": xvfb, "PYTHONPATH": str(ROOT)}
+    with open(errlog, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "--gui", "--config", str(config)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        # The Camera key, typed into the real window once it is mapped.
+        subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "^edge-fer$", "windowfocus",
+                        "--sync", "key", "c"], env=env, check=True, timeout=60, capture_output=True)
+        assert _wait_for_text(errlog, "camera stopped: ", 20), errlog.read_text()
+        assert "cannot be opened as a video (tried 3 times)" in errlog.read_text()
+        assert proc.poll() is None  # --gui keeps its window: photos can still be opened
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in errlog.read_text()
