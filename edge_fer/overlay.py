@@ -210,6 +210,8 @@ class Overlay:
                 self._pending = (str(path), frame, self.analyzer.analyze(frame), "")
             except EdgeFerError as e:
                 self._pending = (str(path), None, [], str(e))
+            except MemoryError:
+                self._pending = (str(path), None, [], f"{shown(path)}: not enough memory to analyze it")
         if self.camera_on:
             self.toggle_camera()
         t = threading.Thread(target=work, name="open-image", daemon=True)
