@@ -176,8 +176,8 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
         if t is str and isinstance(value, str):
             return value
     names = " or ".join(t.__name__ for t in allowed)
-    shown = type(value).__name__ if key in SECRETS else f"{type(value).__name__} {describe(key, value)}"
-    raise ConfigError(f"{where}: {key} must be {names}, got {shown}")
+    got = type(value).__name__ if key in SECRETS else f"{type(value).__name__} {describe(key, value)}"
+    raise ConfigError(f"{where}: {key} must be {names}, got {got}")
 
 
 def _check_range(key: str, value: Any, where: str) -> None:

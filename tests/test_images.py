@@ -165,3 +165,16 @@ def test_unreadable_files_and_folders_say_so(public_dir: Path) -> None:
     assert files == [tree / "open" / "a.png"]
     assert errors == [f"{closed}: cannot read this folder (Permission denied)",
                       f"{tree / 'shut'}: cannot read this folder (Permission denied)"]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_as_pillow_does(tmp_path: Path, orientation: int) -> None:
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), np.uint8)  # not square
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(pixels).save(path, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))[..., ::-1]
+    assert np.array_equal(read_image(path, LIMIT), expected)
