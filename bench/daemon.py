@@ -62,7 +62,7 @@ def main() -> int:
         broker = Broker(tmpdir).start()
         config = tmpdir / "c.yaml"
         config.write_text(yaml.safe_dump({
-            "camera": {"source": str(video), "fps": args.fps, "loop": True},
+            "camera": {"source": str(video), "file_fps": args.fps, "loop": True},
             "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "bench", "state_interval_seconds": 2.0},
             "tracking": {"max_missing_seconds": 0.3},
             "logging": {"level": "WARNING"}}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -14,11 +15,28 @@ import cv2
 import numpy as np
 
 from edge_fer.config import CameraConfig
-from edge_fer.errors import UsageError
+from edge_fer.errors import EdgeFerError, UsageError, shown
 
 log = logging.getLogger(__name__)
 
 FAILURES_BEFORE_REOPEN = 10
+# A video file that exists but cannot be played is tried this often (0.5 s, then 1 s apart), then it is an
+# error; a missing file or a camera is waited for and retried without end (it may appear or come back).
+FILE_OPEN_ATTEMPTS = 3
+# Failed reads in a row that end a video file: damaged frames in between are skipped and counted.
+FILE_END_FAILURES = 25
+
+
+def quiet_native_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own lines off stderr: every problem is reported once, in our log."""
+    # Read by OpenCV when it first opens a video through FFmpeg (-8 is AV_LOG_QUIET); a value set by the
+    # user wins, for debugging a stream.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # e.g. [ WARN ] for a missing V4L2 device
+
+
+class UnplayableVideo(OSError):
+    """A video file that is there but cannot be opened or yields no frame."""
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,15 @@ class OpenCVSource:
         target: int | str = int(src) if isinstance(src, int) or re.fullmatch(r"\d+", str(src)) else str(src)
         self.is_file = isinstance(target, str) and "://" not in target and not target.startswith("/dev/")
         if self.is_file and not Path(target).is_file():
-            raise OSError(f"{target}: no such video file")
+            raise OSError(f"{shown(target)}: no such video file")
         self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
-            raise OSError(f"{target}: cannot open")
+            if self.is_file:
+                raise UnplayableVideo(f"{shown(target)}: cannot be opened as a video")
+            raise OSError(f"{shown(target)}: cannot open")
+        # A file's own frame rate, when it states a plausible one.
+        own = self._cap.get(cv2.CAP_PROP_FPS) if self.is_file else 0.0
+        self.fps = own if 0.1 <= own <= 1000 else 0.0
         if not self.is_file:
             self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
             self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
@@ -87,6 +110,7 @@ class PiCameraSource:
         self._cam.configure(config)
         self._cam.start()
         self.is_file = False
+        self.fps = 0.0
 
     def read(self) -> np.ndarray | None:
         """The next frame (picamera2's RGB888 is BGR in memory)."""
@@ -96,6 +120,12 @@ class PiCameraSource:
         """Stop and release the camera."""
         self._cam.stop()
         self._cam.close()
+
+
+def check_source(cfg: CameraConfig) -> None:
+    """Raise now, with its hint, for a source that can never work here (picamera2 not installed)."""
+    if cfg.source == "picamera2":
+        _import_picamera2()
 
 
 def open_source(cfg: CameraConfig) -> Source:
@@ -111,17 +141,18 @@ class Capture:
     def __init__(self, cfg: CameraConfig) -> None:
         self.cfg = cfg
         self.stop_event = threading.Event()
-        self.state = "starting"  # starting, ok, down, ended
+        self.state = "starting"  # starting, ok, down, ended, failed
+        self.error = ""  # why it failed, for the one line the user sees
         self.frames = 0
         self.dropped = 0
+        self.bad_frames = 0  # damaged frames of a video file, skipped
         self._latest: Frame | None = None
         self._taken_seq = 0
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def __enter__(self) -> "Capture":
-        if self.cfg.source == "picamera2":
-            _import_picamera2()  # fail now, with the apt hint, rather than retry forever
+        check_source(self.cfg)  # fail now, with the apt hint, rather than retry forever
         self._thread.start()
         return self
 
@@ -139,16 +170,20 @@ class Capture:
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self.state:
             level = logging.INFO if state in ("ok", "ended") else logging.WARNING
-            log.log(level, "camera %s: %s%s", self.cfg.source, state, f" ({detail})" if detail else "")
+            log.log(level, "camera %s: %s%s", shown(self.cfg.source), state, f" ({detail})" if detail else "")
             self.state = state
             with self._cond:
                 self._cond.notify_all()
 
     def latest(self, timeout: float) -> Frame | None:
-        """The newest frame not yet taken, waiting up to `timeout`; None if none came or capture ended."""
+        """The newest frame not yet taken, waiting up to `timeout`; None if none came or capture ended.
+
+        Raises EdgeFerError once the source has failed for good (a video file that cannot be played)."""
         with self._cond:
             self._cond.wait_for(lambda: (self._latest is not None and self._latest.seq > self._taken_seq)
-                                or self.state == "ended" or self.stop_event.is_set(), timeout)
+                                or self.state in ("ended", "failed") or self.stop_event.is_set(), timeout)
+            if self.state == "failed":
+                raise EdgeFerError(self.error)
             frame = self._latest
             if frame is None or frame.seq <= self._taken_seq:
                 return None
@@ -165,9 +200,19 @@ class Capture:
 
     def _run(self) -> None:
         backoff = 0.5
+        unplayable = 0
         while not self.stop_event.is_set():
             try:
                 source = open_source(self.cfg)
+            except UnplayableVideo as e:
+                unplayable += 1
+                if unplayable >= FILE_OPEN_ATTEMPTS:
+                    self._fail(f"{e} (tried {unplayable} times)")
+                    return
+                self._set_state("down", str(e))
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
+                continue
             except (OSError, cv2.error, RuntimeError) as e:
                 self._set_state("down", str(e))
                 self.stop_event.wait(backoff)
@@ -178,38 +223,57 @@ class Capture:
             finally:
                 source.close()
             if result == "ended":
-                self._set_state("ended", "end of the video file")
+                skipped = f"; damaged frames skipped: {self.bad_frames}" if self.bad_frames else ""
+                self._set_state("ended", f"end of the video file{skipped}")
                 return
             if result == "failed":
+                if getattr(source, "is_file", False):
+                    unplayable += 1
+                    if unplayable >= FILE_OPEN_ATTEMPTS:
+                        self._fail(f"{shown(self.cfg.source)}: no frame could be decoded (tried {unplayable} times)")
+                        return
                 self._set_state("down", "no frames")
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
             else:
                 backoff = 0.5
 
+    def _fail(self, error: str) -> None:
+        self.error = error
+        self._set_state("failed", error)
+
     def _read_until_failure(self, source: Source) -> str:
         """Read frames until stop ('stopped'), a file's end ('ended', unless looping) or repeated failure."""
-        period = 1.0 / self.cfg.fps
+        is_file = getattr(source, "is_file", False)
+        # A file plays at camera.file_fps, else at its own rate; a camera delivers at the rate it was asked for.
+        rate = (self.cfg.file_fps or getattr(source, "fps", 0.0) or self.cfg.fps) if is_file else self.cfg.fps
+        period = 1.0 / rate
         failures = 0
         next_t = time.monotonic()
         delivered = False
-        is_file = getattr(source, "is_file", False)
         while not self.stop_event.is_set():
             image = source.read()
             if image is None:
                 failures += 1
                 if is_file and delivered:
-                    return "looped" if self.cfg.loop else "ended"
+                    # A damaged frame fails one read and the next ones decode; the end fails every read.
+                    if failures >= FILE_END_FAILURES:
+                        return "looped" if self.cfg.loop else "ended"
+                    continue
                 if failures >= FAILURES_BEFORE_REOPEN:
                     return "failed"
                 self.stop_event.wait(min(period, 0.1))
                 continue
+            if is_file and delivered and failures:
+                if not self.bad_frames:
+                    log.warning("camera %s: damaged frames are skipped (first after frame %d)",
+                                shown(self.cfg.source), self.frames)
+                self.bad_frames += failures
             failures = 0
             delivered = True
             self._set_state("ok")
             self._publish(image)
             if is_file:
-                # A file is played at the configured rate, as a camera would deliver it.
                 next_t += period
                 self.stop_event.wait(max(0.0, next_t - time.monotonic()))
         return "stopped"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import socket
+import ssl
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any, Union
 
 import yaml
 
-from edge_fer.errors import ConfigError
+from edge_fer.errors import ConfigError, shown
 
 SEARCH_PATH = (Path("config.yaml"), Path("/etc/edge-fer/config.yaml"))
 
@@ -26,6 +27,7 @@ class CameraConfig:
     width: int = 640
     height: int = 480
     fps: float = 15.0
+    file_fps: float = 0.0
     loop: bool = False
     reopen_max_seconds: float = 30.0
 
@@ -158,7 +160,7 @@ class Config:
 
 # Ranges checked at load: (low, high) inclusive; None means unbounded on that side.
 RANGES: dict[str, tuple[float | None, float | None]] = {
-    "camera.width": (1, 16384), "camera.height": (1, 16384), "camera.fps": (0.1, 1000),
+    "camera.width": (1, 16384), "camera.height": (1, 16384), "camera.fps": (0.1, 1000), "camera.file_fps": (0.0, 1000),
     "camera.reopen_max_seconds": (0.1, 3600),
     "detector.every_n_frames": (1, 1000),
     "yunet.detect_width": (32, 8192), "yunet.score_threshold": (0.0, 1.0), "yunet.nms_threshold": (0.0, 1.0),
@@ -191,27 +193,108 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
             return value
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+                raise ConfigError(f"{where}: {key} must be a finite number, got {describe(key, value)}")
             return float(value)
         if t is str and isinstance(value, str):
             return value
     names = " or ".join(t.__name__ for t in allowed)
-    raise ConfigError(f"{where}: {key} must be {names}, got {type(value).__name__} {value!r}")
+    got = type(value).__name__ if key in SECRETS else f"{type(value).__name__} {describe(key, value)}"
+    raise ConfigError(f"{where}: {key} must be {names}, got {got}")
 
 
 def _check_range(key: str, value: Any, where: str) -> None:
     if key in RANGES:
         lo, hi = RANGES[key]
         if not ((lo is None or value >= lo) and (hi is None or value <= hi)):
-            raise ConfigError(f"{where}: {key} = {value!r} is out of range [{lo}, {hi}]")
+            raise ConfigError(f"{where}: {key} = {describe(key, value)} is out of range [{lo}, {hi}]")
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{where}: {key} = {value!r} must be one of {', '.join(CHOICES[key])}")
+        raise ConfigError(f"{where}: {key} = {describe(key, value)} must be one of {', '.join(CHOICES[key])}")
+    if key in TOPIC_PARTS:
+        _check_topic_part(key, value, TOPIC_PARTS[key], where)
+
+
+# Values never shown in an error or log line.
+SECRETS = {"mqtt.password"}
+# MQTT topic parts and ids: True where '/' may separate levels (a prefix), False for one level.
+TOPIC_PARTS: dict[str, bool] = {"mqtt.prefix": True, "mqtt.discovery_prefix": True,
+                                "mqtt.device_id": False, "mqtt.client_id": False}
+TOPIC_MAX_CHARS = 128
+TLS_FILES = ("ca_certs", "certfile", "keyfile")
+# A config file is small: larger files, deeper nesting or more aliases are refused before they cost memory.
+MAX_FILE_BYTES = 1_000_000
+MAX_ALIASES = 50
+
+
+def describe(key: str, value: Any) -> str:
+    """A value as an error may show it: short, on one line, and never a secret or a whole container."""
+    if key in SECRETS:
+        return type(value).__name__
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__}"
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:57]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+def _check_topic_part(key: str, value: str, levels: bool, where: str) -> None:
+    """MQTT wildcards, NUL and control characters, a '/' in one level, empty levels or absurd length."""
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} = {describe(key, value)} {reason}")
+
+    if len(value) > TOPIC_MAX_CHARS:
+        raise bad(f"is longer than {TOPIC_MAX_CHARS} characters")
+    for char, name in (("+", "'+' (an MQTT wildcard)"), ("#", "'#' (an MQTT wildcard)"), ("\0", "NUL")):
+        if char in value:
+            raise bad(f"must not contain {name}")
+    if not value.isprintable():
+        raise bad("must not contain control characters")
+    if not levels and "/" in value:
+        raise bad("must not contain '/' (it is one topic level)")
+    if levels and (not value or "" in value.split("/")):
+        raise bad("must be topic levels separated by single '/' (no empty level)")
+
+
+def _check_tls(mqtt: MqttConfig, where: str) -> None:
+    """With mqtt.tls, the CA bundle, client certificate and key must be files that TLS can use."""
+    if not mqtt.tls:
+        return
+    for name in TLS_FILES:
+        path = getattr(mqtt, name)
+        if not path:
+            continue
+        try:
+            if Path(path).exists() and not Path(path).is_file():
+                raise IsADirectoryError(21, "not a regular file")
+            with open(path, "rb") as f:
+                text = f.read(MAX_FILE_BYTES * 4).decode(errors="replace")  # enough to find the PEM marker
+        except OSError as e:
+            raise ConfigError(f"{where}: mqtt.{name}: cannot read {shown(path)} ({e.strerror or e})") from None
+        wanted = {"ca_certs": "CERTIFICATE-----", "certfile": "CERTIFICATE-----", "keyfile": "PRIVATE KEY-----"}[name]
+        if wanted not in text:
+            raise ConfigError(f"{where}: mqtt.{name}: {shown(path)} holds no PEM {wanted[:-5].lower()}")
+    if mqtt.keyfile and not mqtt.certfile:
+        raise ConfigError(f"{where}: mqtt.keyfile is set without mqtt.certfile")
+    context = ssl.create_default_context()
+    try:
+        if mqtt.ca_certs:
+            context.load_verify_locations(cafile=mqtt.ca_certs)
+    except ssl.SSLError as e:
+        raise ConfigError(f"{where}: mqtt.ca_certs: {shown(mqtt.ca_certs)} is not a usable CA bundle "
+                          f"({e.reason or e})") from None
+    try:
+        if mqtt.certfile:
+            # An encrypted key would make OpenSSL ask on the terminal; the empty password refuses it instead.
+            context.load_cert_chain(mqtt.certfile, mqtt.keyfile or None, password=lambda: b"")
+    except ssl.SSLError as e:
+        raise ConfigError(f"{where}: mqtt.certfile and mqtt.keyfile cannot be used together "
+                          f"(mismatched or encrypted key: {e.reason or e})") from None
+
 
 
 def key_name(section: str, key: Any) -> str:
     """'section.key' as shown in errors; a key that is not plain text is quoted so it stays on one line."""
-    shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
-    return f"{section}.{shown}"
+    plain = isinstance(key, str) and key.isprintable() and key.strip() == key and 0 < len(key) <= 60
+    return f"{section}.{key if plain else describe('', key)}"
 
 
 def _build(data: dict[str, Any], where: str) -> Config:
@@ -221,7 +304,7 @@ def _build(data: dict[str, Any], where: str) -> Config:
     sections: dict[str, Any] = {}
     for name, body in data.items():
         if name not in hints or name == "source_file":
-            raise ConfigError(f"{where}: unknown section {name!r}")
+            raise ConfigError(f"{where}: unknown section {describe('', name)}")
         if body is None:
             body = {}
         if not isinstance(body, dict):
@@ -236,7 +319,9 @@ def _build(data: dict[str, Any], where: str) -> Config:
             values[key] = _coerce(full, value, fields[key], where)
             _check_range(full, values[key], where)
         sections[name] = cls(**values)
-    return Config(**sections, source_file=where)
+    cfg = Config(**sections, source_file=where)
+    _check_tls(cfg.mqtt, where)
+    return cfg
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -244,12 +329,58 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     name, sep, raw = text.partition("=")
     section, dot, key = name.strip().partition(".")
     if not sep or not dot or not section or not key:
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
+        raise ConfigError(f"--set {describe('', name.strip())}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return section, key, value
+
+
+class _Refused(yaml.YAMLError):
+    """A YAML file refused for its shape, not its syntax."""
+
+    def __init__(self, text: str, mark: Any) -> None:
+        super().__init__(text)
+        self.text, self.problem_mark = text, mark
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys and alias bombs (aliases of aliases grow exponentially)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _Refused(f"more than {MAX_ALIASES} aliases (*name), refused", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if (key_node.tag, key_node.value) in seen:
+                    raise _Refused(f"duplicate key {describe('', key_node.value)}", key_node.start_mark)
+                seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """The document in a config file, or a ConfigError that says where it is wrong."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        if isinstance(e, _Refused):
+            raise ConfigError(f"{where}: {e.text}{line}") from None
+        raise ConfigError(f"{where}: not valid YAML{line}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
 
 
 def find_config(explicit: str | Path | None) -> Path | None:
@@ -265,17 +396,20 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     where = "defaults"
     found = find_config(path)
     if found is not None:
-        where = str(found)
+        where = shown(found)
         try:
-            data = yaml.safe_load(found.read_text()) or {}
+            with open(found, "rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)
+            text = raw.decode()
         except FileNotFoundError:
             raise ConfigError(f"{where}: no such config file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{where}: cannot read: {e}") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{where}: not valid YAML{line}") from None
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read ({e.strerror or e})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: not UTF-8 text") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise ConfigError(f"{where}: larger than {MAX_FILE_BYTES:,} bytes; not a config file")
+        data = _parse_yaml(text, where) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections")
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}

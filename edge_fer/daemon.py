@@ -14,7 +14,6 @@ import cv2
 from edge_fer.analyze import Analyzer
 from edge_fer.capture import Capture, Frame
 from edge_fer.config import Config
-from edge_fer.errors import EdgeFerError
 from edge_fer.events import EventFactory, utc_iso
 from edge_fer.sdnotify import Notifier
 from edge_fer.detector import one_per_face
@@ -179,51 +178,3 @@ class Daemon:
         self.analyzer.classifier.close()
         log.info("stopped after %d frames", self.stats.frames)
 
-
-class PipelineThread:
-    """A daemon on its own thread that can be started and stopped (the window's camera)."""
-
-    def __init__(self, cfg: Config, on_end: Any = None) -> None:
-        self.cfg = cfg
-        self._on_end = on_end
-        self._daemon: Daemon | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.error: EdgeFerError | None = None
-
-    @property
-    def latest(self) -> Result | None:
-        """The newest result of the running pipeline."""
-        return self._daemon.latest if self._daemon is not None else None
-
-    def start(self) -> None:
-        """Start a fresh pipeline."""
-        self.stop()
-        self._stop = threading.Event()
-        self.error = None
-        self._daemon = daemon = Daemon(self.cfg, self._stop)
-        stop = self._stop
-
-        def run() -> None:
-            try:
-                daemon.run()
-            except EdgeFerError as e:
-                self.error = e
-            except Exception:  # a bug: logged with its traceback for the journal, and the process exits non-zero
-                log.exception("the pipeline failed")
-                self.error = EdgeFerError("the pipeline failed (see the log)")
-            if (self.error or not stop.is_set()) and self._on_end is not None:
-                self._on_end()  # the source ended by itself, or the pipeline could not go on
-
-        self._thread = threading.Thread(target=run, name="pipeline", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Stop the pipeline in order and wait for it; False if it did not finish in time."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                return False
-            self._thread = None
-        return True

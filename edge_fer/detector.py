@@ -107,6 +107,8 @@ class YuNetDetector:
         _, rows = net.detect(img)
         found = []
         for r in rows if rows is not None else ():
+            if not np.isfinite(r[:15]).all():  # YuNet can emit inf for degenerate input (a blank frame)
+                continue
             x, y, w, h = (float(v) / scale for v in r[:4])
             points = r[4:14].reshape(5, 2) / scale + offset
             landmarks: Landmarks = tuple((float(px), float(py)) for px, py in points)  # type: ignore[assignment]

@@ -38,3 +38,15 @@ class ModelError(EdgeFerError):
     """A model file that is missing, corrupt or inconsistent with its sidecar."""
 
     exit_code = EXIT_MODEL
+
+
+class WriteError(EdgeFerError):
+    """An output file (annotated image, snapshot, recording) that could not be written."""
+
+    exit_code = EXIT_RUNTIME
+
+
+def shown(text: object) -> str:
+    """A file name or value as one safe terminal line: quoted when it holds control or undecodable characters."""
+    s = str(text)
+    return s if s.isprintable() else repr(s)

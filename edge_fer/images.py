@@ -1,19 +1,39 @@
-"""Reading image files into upright 8-bit BGR arrays, with a pixel limit and clear errors."""
+"""Reading image files into upright 8-bit BGR arrays within a memory budget, and writing images safely."""
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from edge_fer.errors import ImageError
+from edge_fer.errors import ImageError, WriteError, shown
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".pgm", ".ppm"}
+# Rows converted at a time: the decoded picture and the BGR result are the only full-size arrays alive,
+# so a 49 MP photo needs about 2 x 147 MB, not the five or six full-size copies a whole-image conversion makes.
+BAND_ROWS = 256
+_EXIF_ORIENTATION = 0x0112
+
+
+def _walk_errors(root: Path, errors: list[str]) -> list[Path]:
+    """The image files under a folder, sorted; each folder that cannot be read adds an error line."""
+    found: list[Path] = []
+
+    def failed(e: OSError) -> None:
+        errors.append(f"{shown(e.filename or root)}: cannot read this folder ({e.strerror or e})")
+
+    for folder, dirs, files in os.walk(root, onerror=failed):
+        dirs.sort()
+        found.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES
+                     and os.path.isfile(os.path.join(folder, f)))
+    return sorted(found)
 
 
 def expand_paths(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -22,36 +42,86 @@ def expand_paths(paths: list[str]) -> tuple[list[Path], list[str]]:
     errors: list[str] = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                errors.append(f"{p}: no images in this folder")
+        try:
+            is_dir = p.is_dir()
+            exists = is_dir or p.exists()
+        except OSError as e:  # e.g. a parent folder that may not be entered
+            errors.append(f"{shown(p)}: cannot read ({e.strerror or e})")
+            continue
+        if is_dir:
+            before = len(errors)
+            found = _walk_errors(p, errors)
+            if not found and len(errors) == before:
+                errors.append(f"{shown(p)}: no images in this folder")
             files.extend(found)
-        elif p.exists():
+        elif exists:
             files.append(p)
         else:
-            errors.append(f"{p}: no such file or folder")
+            errors.append(f"{shown(p)}: no such file or folder")
     return files, errors
 
 
-def _to_bgr(img: Image.Image) -> np.ndarray:
-    """Any Pillow mode to 8-bit BGR: 16-bit scaled down, alpha composited on white, palettes expanded."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        gray = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
+def _band_to_rgb(band: Image.Image, gray_top: float | None, span: tuple[float, float] | None) -> np.ndarray:
+    """One band of rows in any Pillow mode as 8-bit RGB: 16-bit scaled down, alpha on white, palettes expanded."""
+    if gray_top is not None or span is not None:
+        arr = np.asarray(band, dtype=np.float32)
+        if span is not None:
+            lo, width = span
+            arr = (arr - lo) * (255.0 / width)
+        else:
+            arr = arr * (255.0 / gray_top)
+        gray = np.clip(arr, 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        span = max(arr.max() - arr.min(), 1e-9)
-        gray = ((arr - arr.min()) * (255.0 / span)).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
+    if band.mode in ("RGBA", "LA", "PA") or (band.mode == "P" and "transparency" in band.info):
+        rgba = band.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    rgb = np.asarray(img.convert("RGB"))
-    return np.ascontiguousarray(rgb[..., ::-1])
+        band = Image.alpha_composite(background, rgba)
+    return np.asarray(band.convert("RGB"))
+
+
+def _to_bgr(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode to 8-bit BGR, converted a band of rows at a time into one preallocated array."""
+    w, h = img.size
+    gray_top: float | None = None
+    span: tuple[float, float] | None = None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        top = img.getextrema()[1]
+        gray_top = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0
+    elif img.mode == "F":
+        lo, hi = img.getextrema()
+        span = (lo, max(hi - lo, 1e-9))
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, BAND_ROWS):
+        band = img.crop((0, y, w, min(h, y + BAND_ROWS)))
+        out[y:y + band.height] = _band_to_rgb(band, gray_top, span)[..., ::-1]
+    return out
+
+
+def _upright(bgr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn pixels stored sideways upright, as their EXIF orientation says (1 is already upright)."""
+    turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: a.transpose(1, 0, 2), 6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+             7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)}
+    if orientation not in turns:
+        return bgr
+    return np.ascontiguousarray(turns[orientation](bgr))
+
+
+def _decode(path: Path, max_pixels: int) -> np.ndarray:
+    with Image.open(path) as img:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError(f"{shown(path)}: {w}x{h} is over the limit of {max_pixels:,} pixels "
+                             "(images.max_pixels)")
+        try:
+            img.load()
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            bgr = _to_bgr(img)
+        except MemoryError:
+            raise ImageError(f"{shown(path)}: {w}x{h} needs more memory than is free to decode "
+                             f"(about {w * h * 7 // 2**20} MB; lower images.max_pixels)") from None
+    # The decoded picture is freed by now, so turning the result upright costs one more copy at most.
+    return _upright(bgr, orientation)
 
 
 def read_image(path: str | Path, max_pixels: int) -> np.ndarray:
@@ -60,28 +130,55 @@ def read_image(path: str | Path, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # Pillow's warnings (decompression bomb, odd TIFF tags) would break the one-line-per-image output;
-            # the pixel limit below and the errors raised say what matters.
+            # the pixel limit and the errors raised say what matters.
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageError(f"{path}: {w}x{h} is over the limit of {max_pixels:,} pixels "
-                                     "(images.max_pixels)")
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_bgr(img)
+            return _decode(path, max_pixels)
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{shown(path)}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder") from None
+        raise ImageError(f"{shown(path)}: is a folder") from None
+    except PermissionError:
+        raise ImageError(f"{shown(path)}: cannot read (permission denied)") from None
     except UnidentifiedImageError:
         size = path.stat().st_size if path.exists() else 0
         reason = "empty file" if size == 0 else "not an image format that can be read"
-        raise ImageError(f"{path}: {reason}") from None
+        raise ImageError(f"{shown(path)}: {reason}") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: too large to decode safely") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{shown(path)}: too large to decode safely") from None
+    except OSError as e:
+        if e.errno is not None:  # the system refused the read (I/O error, ...), the data may be fine
+            raise ImageError(f"{shown(path)}: cannot read ({e.strerror})") from None
+        raise ImageError(f"{shown(path)}: corrupt or truncated image ({e})") from None
+    except (SyntaxError, ValueError, EOFError) as e:
         # Pillow reports truncated and corrupt data this way.
-        raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
+        raise ImageError(f"{shown(path)}: corrupt or truncated image ({e})") from None
+
+
+def write_file(path: Path, data: bytes | memoryview) -> None:
+    """Write a file whole or not at all: a full or read-only disk raises WriteError and leaves no partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise WriteError(f"{shown(path)}: cannot write ({e.strerror or e})") from None
+
+
+def save_image(path: Path, image: np.ndarray) -> None:
+    """Encode an image by its file suffix (PNG when it has none) and write it with write_file."""
+    suffix = path.suffix.lower() if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
+    try:
+        ok, buf = cv2.imencode(suffix, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise WriteError(f"{shown(path)}: cannot write ({suffix} images cannot be encoded here)")
+    write_file(path, memoryview(buf))

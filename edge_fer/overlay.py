@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import time
 import tkinter as tk
 from pathlib import Path
 from tkinter import filedialog
@@ -18,13 +19,23 @@ import numpy as np
 from edge_fer.analyze import Analyzer, Face
 from edge_fer.annotate import annotate, color_of
 from edge_fer.config import Config
-from edge_fer.errors import EdgeFerError, UsageError
-from edge_fer.images import read_image
+from edge_fer.errors import EdgeFerError, UsageError, WriteError, shown
+from edge_fer.images import read_image, save_image, write_file
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 30
 PANEL_W = 260
+NOTICE_SECONDS = 8.0  # how long a saved/failed message stays in the status bar over the live figures
+DISK_CHECK_FRAMES = 15  # a recording checks the free space this often (OpenCV's writer fails silently)
+
+
+def _disk_full(folder: Path) -> bool:
+    """True when the file system holding `folder` has no block left for us."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 def display_available() -> bool:
@@ -51,13 +62,11 @@ class Overlay:
                  start_camera: Callable[[], object] | None = None,
                  stop_camera: Callable[[], None] | None = None,
                  latest: Callable[[], object] | None = None,
-                 on_quit: Callable[[], None] | None = None,
-                 should_close: Callable[[], bool] | None = None) -> None:
+                 on_quit: Callable[[], None] | None = None) -> None:
         self.root, self.cfg, self.analyzer = root, cfg, analyzer
         self._start_camera, self._stop_camera = start_camera, stop_camera
         self._latest = latest or (lambda: None)
         self._on_quit = on_quit
-        self._should_close = should_close or (lambda: False)
         self.save_dir = Path(cfg.display.save_dir).expanduser()
         self.shown: np.ndarray | None = None  # the annotated frame on screen, full size
         self.faces: list[Face] = []
@@ -68,6 +77,8 @@ class Overlay:
         self.recorder: cv2.VideoWriter | None = None
         self.record_path: Path | None = None
         self._record_size = (0, 0)
+        self._recorded = 0
+        self._notice = ("", 0.0)
         self._seen_seq = -1
         self._photo: tk.PhotoImage | None = None
         self._pending: tuple[str, np.ndarray | None, list[Face], str] | None = None
@@ -160,9 +171,6 @@ class Overlay:
     # Polling -------------------------------------------------------------------------------
 
     def _poll(self) -> None:
-        if self._should_close():
-            self.quit()  # SIGTERM or the end of a video: close as the Quit button does
-            return
         try:
             pending, self._pending = self._pending, None
             if pending is not None:
@@ -170,15 +178,17 @@ class Overlay:
                 if error:
                     self.status.configure(text=error)
                 else:
-                    self.show(frame, faces, status=f"{path}: {len(faces)} face(s)")
+                    self.show(frame, faces, status=f"{shown(path)}: {len(faces)} face(s)")
             result = self._latest() if self.camera_on else None
             if result is not None and result.frame.seq != self._seen_seq:
                 self._seen_seq = result.frame.seq
                 labels = {i: f"#{t}" for i, t in enumerate(result.track_ids) if t is not None}
                 rec = "  REC" if self.recorder is not None else ""
+                live = (f"{result.fps:.1f} fps  dropped {result.dropped}  camera {result.camera}  "
+                        f"faces {len(result.faces)}{rec}")
+                notice, until = self._notice
                 self.show(result.frame.image, result.faces, labels,
-                          f"{result.fps:.1f} fps  dropped {result.dropped}  camera {result.camera}  "
-                          f"faces {len(result.faces)}{rec}")
+                          f"{notice}  |  {live}" if time.monotonic() < until else live)
         finally:
             self.root.after(POLL_MS, self._poll)
 
@@ -200,6 +210,8 @@ class Overlay:
                 self._pending = (str(path), frame, self.analyzer.analyze(frame), "")
             except EdgeFerError as e:
                 self._pending = (str(path), None, [], str(e))
+            except MemoryError:
+                self._pending = (str(path), None, [], f"{shown(path)}: not enough memory to analyze it")
         if self.camera_on:
             self.toggle_camera()
         t = threading.Thread(target=work, name="open-image", daemon=True)
@@ -219,43 +231,83 @@ class Overlay:
             self.camera_on = True
             self.status.configure(text="camera starting...")
 
+    def camera_ended(self, text: str) -> None:
+        """The pipeline stopped by itself (its video ended, or it failed): say so and offer Camera again."""
+        self.camera_on = False
+        self._say(text, logging.WARNING)
+
     def _stamp(self) -> str:
         return dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
+    def _say(self, text: str, level: int = logging.INFO) -> None:
+        """Put a message in the status bar, where it stays a few seconds over the live figures."""
+        self._notice = (text, time.monotonic() + NOTICE_SECONDS)
+        self.status.configure(text=text)
+        log.log(level, "%s", text)
+
     def snapshot(self) -> Path | None:
-        """Save the shown frame as PNG and its results as JSON beside it."""
+        """Save the shown frame as PNG and its results as JSON beside it; a failed write is said, not saved."""
         if self.shown is None:
             self.status.configure(text="nothing to save yet")
             return None
-        self.save_dir.mkdir(parents=True, exist_ok=True)
         png = self.save_dir / f"edge-fer-{self._stamp()}.png"
-        cv2.imwrite(str(png), self.shown)
-        png.with_suffix(".json").write_text(json.dumps(
-            {"image": png.name, "width": self.shown.shape[1], "height": self.shown.shape[0],
-             "faces": [f.to_dict() for f in self.faces]}, indent=1))
-        self.status.configure(text=f"saved {png}")
-        log.info("snapshot saved to %s", png)
+        doc = {"image": png.name, "width": self.shown.shape[1], "height": self.shown.shape[0],
+               "faces": [f.to_dict() for f in self.faces]}
+        try:
+            save_image(png, self.shown)
+            try:
+                write_file(png.with_suffix(".json"), json.dumps(doc, indent=1).encode())
+            except WriteError:
+                png.unlink(missing_ok=True)  # a picture without its results is not the snapshot asked for
+                raise
+        except WriteError as e:
+            self._say(f"snapshot not saved: {e}", logging.WARNING)
+            return None
+        self._say(f"snapshot saved to {shown(png)}")
         return png
 
     def toggle_record(self) -> Path | None:
-        """Start or stop recording the annotated stream to an .avi file."""
+        """Start or stop recording the annotated stream to an .avi file; a failed write is said, not saved."""
         if self.recorder is not None:
-            self.recorder.release()
-            self.recorder = None
-            self.status.configure(text=f"recording saved to {self.record_path}")
-            log.info("recording saved to %s", self.record_path)
-            return self.record_path
+            return self._finish_recording()
         if self.shown is None:
             self.status.configure(text="nothing to record yet")
             return None
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        self.record_path = self.save_dir / f"edge-fer-{self._stamp()}.avi"
+        path = self.save_dir / f"edge-fer-{self._stamp()}.avi"
+        try:
+            write_file(path, b"")  # OpenCV's writer fails without a reason; this says why (read-only, ...)
+        except WriteError as e:
+            self._say(f"cannot record: {e}", logging.WARNING)
+            return None
         h, w = self.shown.shape[:2]
-        self._record_size = (w, h)
-        self.recorder = cv2.VideoWriter(str(self.record_path), cv2.VideoWriter_fourcc(*"MJPG"),
-                                        self.cfg.camera.fps, (w, h))
+        recorder = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), self.cfg.camera.fps, (w, h))
+        if not recorder.isOpened():
+            path.unlink(missing_ok=True)
+            self._say(f"cannot record: {shown(path)}: OpenCV cannot write MJPG video here", logging.WARNING)
+            return None
+        self.recorder, self.record_path, self._record_size, self._recorded = recorder, path, (w, h), 0
         self._record_frame()
-        return self.record_path
+        return path
+
+    def _finish_recording(self, why: str = "") -> Path | None:
+        """Close the file and check that it holds every frame written; say what went wrong otherwise."""
+        assert self.recorder is not None and self.record_path is not None
+        self.recorder.release()
+        self.recorder = None
+        path, written = self.record_path, self._recorded
+        check = cv2.VideoCapture(str(path))
+        stored = int(check.get(cv2.CAP_PROP_FRAME_COUNT)) if check.isOpened() else 0
+        check.release()
+        # OpenCV's writer buffers and drops a failed write silently, so a full disk after the last write is
+        # taken as a recording cut short.
+        full = _disk_full(path.parent)
+        if stored < written or why or full:
+            reason = why or ("the disk is full" if full else "the file could not be written")
+            self._say(f"recording failed: {shown(path)} is incomplete, {written} frames were recorded ({reason})",
+                      logging.WARNING)
+            return None
+        self._say(f"recording saved to {shown(path)} ({written} frames)")
+        return path
 
     def _record_frame(self) -> None:
         assert self.recorder is not None and self.shown is not None
@@ -263,6 +315,9 @@ class Overlay:
         # A frame of another size (a new source) is fitted to the file's size.
         frame = self.shown if self.shown.shape[:2] == (h, w) else cv2.resize(self.shown, (w, h))
         self.recorder.write(frame)
+        self._recorded += 1
+        if self._recorded % DISK_CHECK_FRAMES == 0 and _disk_full(self.save_dir):
+            self._finish_recording("the disk is full")
 
     def quit(self) -> None:
         """Stop recording and the pipeline in order, then close the window."""

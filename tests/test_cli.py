@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_fer.cli import main
-from edge_fer.errors import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_USAGE
+from edge_fer.errors import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from tests.conftest import ASTRONAUT, NO_FACE_IMAGES, ROOT, paste_faces
 
 MODEL = ROOT / "models" / "edge_fer_int8.tflite"
@@ -166,3 +169,106 @@ def test_help_and_version_return_zero(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["--version"]) == EXIT_OK
     assert main(["--help"]) == EXIT_OK
     assert "--image PATH" in capsys.readouterr().out
+
+
+def test_annotate_never_overwrites_an_input_and_outputs_never_collide(tmp_path: Path) -> None:
+    original = ASTRONAUT.read_bytes()
+    own = tmp_path / "v.png"
+    own.write_bytes(original)
+    code, out, err = run("--image", str(own), "--annotate", str(own))
+    assert code == EXIT_USAGE and "is the input image" in err and out == ""
+    assert own.read_bytes() == original
+    # Two inputs called x.png, and an input that sits in OUT under the name an output would take.
+    for cam in ("cam1", "cam2"):
+        (tmp_path / cam).mkdir()
+        shutil.copy(ASTRONAUT if cam == "cam1" else NO_FACE_IMAGES[0], tmp_path / cam / "x.png")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(ASTRONAUT, folder / "x.annotated.png")
+    code, out, err = run("--image", str(tmp_path / "cam1" / "x.png"), str(tmp_path / "cam2" / "x.png"),
+                         str(folder / "x.annotated.png"), "--annotate", str(folder), "--json")
+    assert code == EXIT_OK, err
+    docs = [json.loads(line) for line in out.splitlines()]
+    targets = [Path(d["annotated"]) for d in docs]
+    assert len(set(targets)) == 3 and all(t.parent == folder and t.exists() for t in targets)
+    assert (folder / "x.annotated.png").read_bytes() == original  # the input in OUT is untouched
+    assert all(t != Path(d["image"]) for t, d in zip(targets, docs))
+    # Each copy is its own image's: the face is drawn on the astronaut's, the coffee's has none.
+    assert cv2.imread(str(targets[0])).shape == (512, 512, 3)
+    assert cv2.imread(str(targets[1])).shape == cv2.imread(str(NO_FACE_IMAGES[0])).shape
+
+
+def test_annotate_into_a_path_that_cannot_be_created_is_one_line_and_the_rest_answered(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where the folder would go")
+    code, out, err = run("--image", str(ASTRONAUT), str(NO_FACE_IMAGES[0]), "--annotate", str(blocker / "out"))
+    assert code == EXIT_RUNTIME
+    assert out.count("face") >= 2 and "annotated copy" not in out  # both images answered, none claimed saved
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("edge-fer: ") and "Not a directory" in line
+                                   and "was not saved" in line for line in lines), err
+
+
+def test_file_names_with_control_characters_are_quoted(tmp_path: Path) -> None:
+    weird = tmp_path / "a\nb\x1b[31mred.png"
+    shutil.copy(NO_FACE_IMAGES[0], weird)
+    code, out, err = run("--image", str(weird), str(tmp_path / "gone\x1b[2J.png"))
+    assert code == EXIT_INPUT
+    assert "\x1b" not in out + err and out.count("\n") == 1 and err.count("\n") == 1
+    assert repr(str(weird)) in out and "\\x1b[2J" in err
+    code, out, _ = run("--image", str(weird), "--json")
+    assert json.loads(out)["image"] == str(weird)  # JSON escapes it and keeps the real name
+
+
+def _edge_fer(*argv: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "edge_fer", *argv], env=env, text=True, timeout=120, **kw)
+
+
+def test_a_closed_stdout_stops_quietly() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head -1` that has already gone: the first write fails
+    try:
+        res = _edge_fer("--image", str(ASTRONAUT), str(ASTRONAUT), stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141 and res.stderr == ""
+
+
+@pytest.fixture(scope="module")
+def big_png(tmp_path_factory) -> Path:
+    """A 7000x7000 (49 MP) RGBA PNG of under a megabyte: within max_pixels, large once decoded."""
+    from PIL import Image
+
+    pixels = np.zeros((7000, 7000, 4), np.uint8)
+    pixels[::50] = 255
+    pixels[..., 3] = 200
+    path = tmp_path_factory.mktemp("big") / "big.png"
+    Image.fromarray(pixels).save(path, compress_level=1)
+    return path
+
+
+def test_a_49_megapixel_image_decodes_within_the_memory_budget(big_png: Path) -> None:
+    code = ("import resource, sys; from edge_fer.cli import main; status = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr); sys.exit(status)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code, "--image", str(big_png)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == EXIT_OK and "(7000x7000): 0 faces" in res.stdout, res.stderr
+    peak_mb = int(res.stderr.split()[-1])
+    assert peak_mb < 500, f"peak RSS {peak_mb} MB"  # README's budget: under 600 MB for 49 MP
+
+
+def test_out_of_memory_is_one_line_and_the_other_images_answered(big_png: Path) -> None:
+    import resource
+
+    limit = 500 * 2**20  # address space: enough to run, not enough to decode 49 MP
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    res = _edge_fer("--image", str(big_png), str(ASTRONAUT), capture_output=True, preexec_fn=cap)
+    assert res.returncode == EXIT_INPUT
+    assert "(512x512): 1 face" in res.stdout
+    assert res.stderr.startswith(f"edge-fer: {big_png}: 7000x7000 needs more memory than is free")
+    assert len(res.stderr.splitlines()) == 1

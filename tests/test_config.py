@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import resource
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +73,111 @@ def test_bad_override_names_the_key() -> None:
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load(tmp_path / "absent.yaml")
+
+
+def _edge_fer_check(config: Path, *extra: str, limit_mb: int = 1024) -> subprocess.CompletedProcess:
+    """`edge-fer --check-config` in a subprocess whose address space is capped, so a bomb cannot take the machine."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mb * 2**20, limit_mb * 2**20))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "edge_fer", "--check-config", "--config", str(config), *extra],
+                          env=env, capture_output=True, text=True, timeout=60, preexec_fn=cap)
+
+
+def test_an_alias_bomb_is_refused_in_one_line(tmp_path: Path) -> None:
+    levels = ["    - &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"    - &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("camera:\n  source:\n" + "\n".join(levels) + "\n")
+    assert bomb.stat().st_size < 1000
+    res = _edge_fer_check(bomb)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == f"edge-fer: {bomb}: more than 50 aliases (*name), refused at line 9\n"
+
+
+def test_duplicate_keys_are_an_error(tmp_path: Path) -> None:
+    f = tmp_path / "dup.yaml"
+    f.write_text("mqtt:\n  host: a.lan\n  port: 1883\n  host: b.lan\n")
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    assert str(e.value) == f"{f}: duplicate key 'host' at line 4"
+    # A key given again through a merge (<<) is an override, not a duplicate.
+    f.write_text("mqtt:\n  <<: {host: a.lan, port: 1884}\n  host: b.lan\n")
+    assert (load(f).mqtt.host, load(f).mqtt.port) == ("b.lan", 1884)
+
+
+def test_errors_never_show_the_password_or_a_whole_value(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("mqtt:\n  password: 123456\n")
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    assert str(e.value) == f"{f}: mqtt.password must be str, got int"
+    with pytest.raises(ConfigError) as e:
+        load(None, ["mqtt.password=[hunter2, 1]"])
+    assert "hunter2" not in str(e.value)
+    long = "x" * 5000
+    with pytest.raises(ConfigError) as e:
+        load(None, [f"logging.level={long}"])
+    assert len(str(e.value)) < 200 and "5000 characters" in str(e.value)
+
+
+@pytest.mark.parametrize("key, value, reason", [
+    ("device_id", "kitchen/cam", "must not contain '/'"),
+    ("device_id", "cam+1", "must not contain '+'"),
+    ("client_id", "edge#1", "must not contain '#'"),
+    ("device_id", "cam\x00x", "must not contain NUL"),
+    ("device_id", "a" * 5000, "is longer than 128 characters"),
+    ("prefix", "home/+/fer", "must not contain '+'"),
+    ("prefix", "home//fer", "no empty level"),
+    ("prefix", "", "no empty level"),
+    ("discovery_prefix", "homeassistant/", "no empty level"),
+    ("discovery_prefix", "ha#", "must not contain '#'"),
+], ids=lambda v: repr(v)[:24])
+def test_bad_topic_values_are_config_errors_naming_the_key(tmp_path: Path, key: str, value: str,
+                                                           reason: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"mqtt": {key: value}}))
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    assert f"mqtt.{key} = " in str(e.value) and reason in str(e.value) and "\n" not in str(e.value)
+    assert len(str(e.value)) < 300
+
+
+def test_good_topic_values_pass() -> None:
+    cfg = load(None, ["mqtt.prefix=site/floor1/edge_fer", "mqtt.device_id=kitchen-cam_2", "mqtt.client_id=k.2"])
+    assert cfg.mqtt.prefix == "site/floor1/edge_fer"
+
+
+def test_tls_files_that_are_missing_or_wrong_are_config_errors(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a certificate\n")
+    base = ["mqtt.tls=true"]
+    cases = [
+        ([f"mqtt.ca_certs={tmp_path / 'absent.pem'}"], "mqtt.ca_certs: cannot read", "No such file"),
+        ([f"mqtt.ca_certs={text}"], "mqtt.ca_certs:", "holds no PEM certificate"),
+        ([f"mqtt.certfile={text}"], "mqtt.certfile:", "holds no PEM certificate"),
+        ([f"mqtt.keyfile={tmp_path}"], "mqtt.keyfile: cannot read", "not a regular file"),
+    ]
+    for overrides, key, reason in cases:
+        with pytest.raises(ConfigError) as e:
+            load(None, base + overrides)
+        assert key in str(e.value) and reason in str(e.value), str(e.value)
+    assert load(None, [f"mqtt.ca_certs={tmp_path / 'absent.pem'}"]).mqtt.tls is False  # unused without tls
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    for name in ("one", "two"):
+        subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "1", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt"],
+                       cwd=tmp_path, check=True, capture_output=True, timeout=30)
+    good = load(None, base + [f"mqtt.ca_certs={tmp_path / 'one.crt'}", f"mqtt.certfile={tmp_path / 'one.crt'}",
+                              f"mqtt.keyfile={tmp_path / 'one.key'}"])
+    assert good.mqtt.certfile.endswith("one.crt")
+    (tmp_path / "c.yaml").write_text("mqtt:\n  tls: true\n")
+    res = _edge_fer_check(tmp_path / "c.yaml", "--set", f"mqtt.certfile={tmp_path / 'one.crt'}",
+                          "--set", f"mqtt.keyfile={tmp_path / 'two.key'}")
+    assert res.returncode == 2 and res.stderr.startswith("edge-fer: ") and len(res.stderr.splitlines()) == 1
+    assert "mqtt.certfile and mqtt.keyfile cannot be used together" in res.stderr, res.stderr

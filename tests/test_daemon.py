@@ -464,3 +464,55 @@ def test_tls_and_password_file(tmp_path: Path) -> None:
     finally:
         sub.close()
         broker.stop()
+
+
+def test_sighup_with_a_bad_config_changes_nothing(tmp_path: Path, broker: Broker, clear_faces) -> None:
+    happy, _ = paste_faces([clear_faces["happy"][0]], size=180)
+    video = write_video(tmp_path / "loop.avi", [happy] * 15)
+    config = write_config(tmp_path / "c.yaml", video, broker.port, camera={"loop": True})
+    good = config.read_text()
+    errlog = tmp_path / "stderr.txt"
+    sub = Subscriber(broker.port)
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "DISPLAY")}
+    env["PYTHONPATH"] = str(ROOT)
+    with open(errlog, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "--config", str(config)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        assert sub.wait_for(lambda s: len(s.on("/events")) >= 1, 30), "no start event"
+        for bad in ("mqtt:\n  device_id: a/b\n", "mqtt:\n  port: eighty\n",
+                    good + "classifier:\n  model: /nonexistent.tflite\n"):
+            config.write_text(bad)
+            before = errlog.read_text().count("reload refused")
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while errlog.read_text().count("reload refused") == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert errlog.read_text().count("reload refused") == before + 1, errlog.read_text()
+        assert proc.poll() is None
+        # Nothing was restarted: one start event, no end, no offline, no second "running".
+        assert [m.json()["type"] for m in sub.on("/events")] == ["start"]
+        assert [m.payload for m in sub.on("/availability")] == [b"online"]
+        assert errlog.read_text().count("running: source") == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+    text = errlog.read_text()
+    assert "mqtt.device_id" in text and "mqtt.port must be int" in text and "nonexistent.tflite" in text
+    assert "Traceback" not in text
+
+
+def test_systemd_unit_allows_the_pi_camera_heaps_stops_on_config_errors_and_caps_memory() -> None:
+    lines = [line.strip() for line in (ROOT / "systemd" / "edge-fer.service").read_text().splitlines()]
+    settings = [tuple(line.split("=", 1)) for line in lines if "=" in line and not line.startswith("#")]
+    allowed = [value.split()[0] for key, value in settings if key == "DeviceAllow"]
+    # systemd skips a DeviceAllow= path that is a folder; libcamera opens /dev/dma_heap/<heap> (class dma_heap).
+    assert "char-dma_heap" in allowed and not any(a.startswith("/dev/dma_heap") for a in allowed)
+    assert all(a.startswith(("char-", "block-")) or not a.endswith("/") for a in allowed)
+    prevent = [value.split() for key, value in settings if key == "RestartPreventExitStatus"]
+    assert prevent and {"2", "3"} <= set(prevent[0])
+    memory = [value for key, value in settings if key == "MemoryMax"]
+    assert memory and memory[0].endswith("M") and 200 <= int(memory[0][:-1]) <= 600

@@ -47,25 +47,20 @@ def test_yunet_gives_five_landmarks_inside_the_box_and_a_score() -> None:
     assert face.score is not None and 0.6 <= face.score <= 1.0
 
 
-@pytest.mark.parametrize("detector", [YUNET_CAMERA, HAAR_CAMERA], ids=["yunet", "haar"])
-def test_pasted_faces_are_found_where_they_are(detector, clear_faces) -> None:
-    # FER-2013's tight crops defeat Haar on many faces: take faces this detector finds alone, then pair them.
-    pair = [next((f for f in clear_faces[k] if detector.detect(paste_faces([f], size=170)[0])), None)
-            for k in ("happy", "surprise")]
-    if any(f is None for f in pair):
-        pytest.skip("this detector finds none of the clear faces alone")
-    frame, truth = paste_faces(pair, size=170)
+@pytest.mark.parametrize("detector, faces", [(YUNET_CAMERA, "clear_faces"), (HAAR_CAMERA, "clear_faces_haar")],
+                         ids=["yunet", "haar"])
+def test_pasted_faces_are_found_where_they_are(detector, faces: str, request) -> None:
+    clear = request.getfixturevalue(faces)
+    frame, truth = paste_faces([clear["happy"][0], clear["surprise"][0]], size=170)
     boxes = [d.box for d in detector.detect(frame)]
     assert len(boxes) == 2
     assert all(any(overlap(t, b) > 0.5 for b in boxes) for t in truth)
 
 
-@pytest.mark.parametrize("detector", [YUNET_CAMERA, HAAR_CAMERA], ids=["yunet", "haar"])
-def test_refine_follows_a_moving_face_and_lets_go_of_a_vanished_one(detector, clear_faces) -> None:
-    frames = [paste_faces([f], size=170)[0] for f in clear_faces["happy"]]
-    frame = next((f for f in frames if detector.detect(f)), None)
-    if frame is None:
-        pytest.skip("this detector finds none of the clear faces")
+@pytest.mark.parametrize("detector, faces", [(YUNET_CAMERA, "clear_faces"), (HAAR_CAMERA, "clear_faces_haar")],
+                         ids=["yunet", "haar"])
+def test_refine_follows_a_moving_face_and_lets_go_of_a_vanished_one(detector, faces: str, request) -> None:
+    frame, _ = paste_faces([request.getfixturevalue(faces)["happy"][0]], size=170)
     (found,) = detector.detect(frame)
     moved = np.roll(frame, (10, 25), axis=(0, 1))
     x, y, w, h = detector.refine(moved, found).box
@@ -171,23 +166,19 @@ def test_the_shipped_files_are_where_the_runtime_looks(tmp_path: Path) -> None:
 
 
 
-@pytest.mark.parametrize("backend", ["yunet", "haar"])
-def test_the_daemon_step_tracks_a_face_with_either_backend(backend: str, clear_faces) -> None:
+@pytest.mark.parametrize("backend, faces", [("yunet", "clear_faces"), ("haar", "clear_faces_haar")])
+def test_the_daemon_step_tracks_a_face_with_either_backend(backend: str, faces: str, request) -> None:
     import threading
 
     from edge_fer.capture import Frame
     from edge_fer.daemon import Daemon
 
+    clear = request.getfixturevalue(faces)
     cfg = load(None, [f"detector.backend={backend}", "mqtt.enabled=false", "tracking.max_missing_seconds=0.4"])
     daemon = Daemon(cfg, threading.Event())
-    # 2 s of a happy face, 2 s of a surprised one in its place, 1.5 s of nothing, at 15 fps; faces this
-    # backend finds (Haar misses many of FER-2013's tight crops).
-    shown = [next((f for f in clear_faces[k] if daemon.analyzer.analyze(paste_faces([f], size=180)[0])), None)
-             for k in ("happy", "surprise")]
-    if any(f is None for f in shown):
-        pytest.skip(f"{backend} finds none of the clear faces of one emotion")
-    frames = [paste_faces([shown[0]], size=180)[0]] * 30 + [paste_faces([shown[1]], size=180)[0]] * 30
-    frames += [paste_faces([], size=180)[0]] * 22
+    # 2 s of a happy face, 2 s of a surprised one in its place, 1.5 s of nothing, at 15 fps.
+    frames = [paste_faces([clear["happy"][0]], size=180)[0]] * 30
+    frames += [paste_faces([clear["surprise"][0]], size=180)[0]] * 30 + [paste_faces([], size=180)[0]] * 22
     events = [e for i, image in enumerate(frames) for e in daemon.process(Frame(image, i, i / 15, 0.0))[1]]
     assert [(e.type, e.emotion) for e in events] == [("start", "happy"), ("change", "surprise"), ("end", "surprise")]
     assert all((e.landmarks is None) == (backend == "haar") and e.detector_score is not None for e in events)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +117,64 @@ def test_folders_expand_and_empty_ones_are_reported(tmp_path: Path) -> None:
     files, errors = expand_paths([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c.jpg")])
     assert files == [tmp_path / "a" / "x.png"]
     assert errors == [f"{tmp_path / 'b'}: no images in this folder", f"{tmp_path / 'c.jpg'}: no such file or folder"]
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Run the block as user nobody when we are root (root reads everything), else as we are."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.fixture
+def public_dir():
+    """A folder user nobody may enter (pytest's own tmp folders are root's alone)."""
+    d = Path(tempfile.mkdtemp(prefix="edge-fer-test-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+def test_unreadable_files_and_folders_say_so(public_dir: Path) -> None:
+    photo = public_dir / "secret.png"
+    Image.new("L", (10, 10)).save(photo)
+    photo.chmod(0o600)
+    closed = public_dir / "closed"
+    closed.mkdir(mode=0o700)
+    Image.new("L", (10, 10)).save(closed / "in.png")
+    tree = public_dir / "tree"
+    (tree / "open").mkdir(parents=True)
+    (tree / "shut").mkdir(mode=0o700)
+    Image.new("L", (10, 10)).save(tree / "open" / "a.png")
+    Image.new("L", (10, 10)).save(tree / "shut" / "b.png")
+    for p in (photo, closed, tree, tree / "open", tree / "open" / "a.png"):
+        os.chown(p, 0, 0)
+    with unprivileged():
+        with pytest.raises(ImageError) as e:
+            read_image(photo, LIMIT)
+        files, errors = expand_paths([str(closed), str(tree)])
+    assert str(e.value) == f"{photo}: cannot read (permission denied)"
+    assert files == [tree / "open" / "a.png"]
+    assert errors == [f"{closed}: cannot read this folder (Permission denied)",
+                      f"{tree / 'shut'}: cannot read this folder (Permission denied)"]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_as_pillow_does(tmp_path: Path, orientation: int) -> None:
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), np.uint8)  # not square
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(pixels).save(path, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))[..., ::-1]
+    assert np.array_equal(read_image(path, LIMIT), expected)

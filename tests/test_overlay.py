@@ -7,7 +7,9 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +20,8 @@ import pytest
 from edge_fer.annotate import color_of
 from edge_fer.cli import main
 from edge_fer.config import load
-from edge_fer.errors import EXIT_USAGE
-from tests.conftest import ASTRONAUT
+from edge_fer.errors import EXIT_RUNTIME, EXIT_USAGE
+from tests.conftest import ASTRONAUT, ROOT
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
 
@@ -79,7 +81,7 @@ def window(xvfb, tmp_path: Path, face_video: Path):
     import tkinter as tk
 
     from edge_fer.analyze import Analyzer
-    from edge_fer.daemon import PipelineThread
+    from edge_fer.service import PipelineThread
     from edge_fer.overlay import Overlay
 
     cfg = load(None, [f"camera.source={face_video}", "camera.loop=true", "mqtt.enabled=false",
@@ -130,8 +132,7 @@ def test_snapshot_record_and_keys_write_files(window, xvfb, tmp_path: Path) -> N
     assert cv2.imread(str(png)).shape == overlay.shown.shape
 
     path = overlay.toggle_record()
-    seen = overlay._seen_seq
-    pump(overlay.root, lambda: overlay._seen_seq >= seen + 10, 20)
+    assert pump(overlay.root, lambda: overlay._recorded >= 10, 20)  # frames written, whatever was dropped
     assert overlay.toggle_record() == path
     cap = cv2.VideoCapture(str(path))
     n = 0
@@ -192,3 +193,127 @@ def test_resizing_the_window_scales_the_video(window) -> None:
         assert abs((x1 - x0) - (y1 - y0)) <= 1 and max(x1 - x0, y1 - y0) <= max(cw, ch)
         sizes.append(x1 - x0)
     assert sizes[1] > sizes[0]
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str):
+    """A small tmpfs mounted at `where` (a full or read-only disk that root cannot write past either)."""
+    where.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {res.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_snapshot_and_recording_on_a_read_only_or_full_disk_say_what_failed(window, tmp_path: Path) -> None:
+    overlay, _ = window
+    errors = []
+    overlay.root.report_callback_exception = lambda *exc: errors.append(exc)
+    overlay.toggle_camera()
+    assert pump(overlay.root, lambda: overlay.shown is not None, 30)
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
+        overlay.save_dir = ro / "shots"
+        subprocess.run(["xdotool", "key", "--window", str(overlay.root.wm_frame()), "s"], check=False,
+                       env={**os.environ}, timeout=10) if shutil.which("xdotool") else overlay.snapshot()
+        assert pump(overlay.root, lambda: "not saved" in overlay.status.cget("text"), 5)
+        assert "Read-only file system" in overlay.status.cget("text")
+        assert overlay.snapshot() is None and overlay.toggle_record() is None
+        assert overlay.status.cget("text").startswith("cannot record: ") and overlay.recorder is None
+    with tmpfs(tmp_path / "full", "size=64k") as full:
+        (full / "filler").write_bytes(b"\0" * 60_000)
+        overlay.save_dir = full
+        assert overlay.snapshot() is None
+        assert "No space left on device" in overlay.status.cget("text")
+        assert [p.name for p in full.iterdir()] == ["filler"]  # no partial picture left behind
+        (full / "filler").unlink()
+        path = overlay.toggle_record()  # room for the file, not for the frames
+        assert path is not None
+        seen = overlay._seen_seq
+        assert pump(overlay.root, lambda: overlay._seen_seq >= seen + 20 or overlay.recorder is None, 20)
+        if overlay.recorder is not None:
+            assert overlay.toggle_record() is None
+        text = overlay.status.cget("text")
+        assert text.startswith("recording failed: ") and "the disk is full" in text, text
+    assert errors == []
+
+
+def _window_process(display: str, config: Path, *extra: str, errlog: Path) -> subprocess.Popen:
+    env = {**os.environ, "DISPLAY": display, "PYTHONPATH": str(ROOT)}
+    with open(errlog, "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "edge_fer", "--display", "--config", str(config), *extra],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return True
+        time.sleep(0.05)
+    return text in path.read_text()
+
+
+def test_display_mode_reloads_on_sighup_and_stops_on_sigterm(xvfb, tmp_path: Path, face_video: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"camera:\n  source: {json.dumps(str(face_video))}\n  loop: true\nmqtt:\n  enabled: false\n")
+    errlog = tmp_path / "stderr.txt"
+    proc = _window_process(xvfb, config, errlog=errlog)
+    try:
+        assert _wait_for_text(errlog, "first frame processed", 60), errlog.read_text()
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for_text(errlog, "configuration reloaded", 20), errlog.read_text()
+        assert _wait_for_text(errlog, "running: source", 20) and proc.poll() is None
+        config.write_text("camera:\n  fsp: 3\n")
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for_text(errlog, "reload refused", 20) and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in errlog.read_text()
+
+
+def test_display_mode_follows_the_headless_errors(xvfb, tmp_path: Path) -> None:
+    err = io.StringIO()
+    code = main(["--display", "--source", "picamera2", "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err)
+    assert code == EXIT_USAGE
+    assert err.getvalue() == ("edge-fer: camera.source is picamera2 but picamera2 is not installed: "
+                              "sudo apt install python3-picamera2\n")
+    bogus = tmp_path / "clip.avi"
+    bogus.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    err = io.StringIO()
+    code = main(["--display", "--source", str(bogus), "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err)
+    assert code == EXIT_RUNTIME
+    assert err.getvalue() == f"edge-fer: {bogus}: cannot be opened as a video (tried 3 times)\n"
+
+
+def test_gui_camera_that_fails_says_so_and_the_window_stays(xvfb, tmp_path: Path) -> None:
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is not installed")
+    bogus = tmp_path / "clip.avi"
+    bogus.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"camera:\n  source: {json.dumps(str(bogus))}\nmqtt:\n  enabled: false\n")
+    errlog = tmp_path / "stderr.txt"
+    env = {**os.environ, "DISPLAY": xvfb, "PYTHONPATH": str(ROOT)}
+    with open(errlog, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "--gui", "--config", str(config)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        # The Camera key, typed into the real window once it is mapped.
+        subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "^edge-fer$", "windowfocus",
+                        "--sync", "key", "c"], env=env, check=True, timeout=60, capture_output=True)
+        assert _wait_for_text(errlog, "camera stopped: ", 20), errlog.read_text()
+        assert "cannot be opened as a video (tried 3 times)" in errlog.read_text()
+        assert proc.poll() is None  # --gui keeps its window: photos can still be opened
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in errlog.read_text()

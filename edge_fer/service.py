@@ -1,0 +1,235 @@
+"""The process's life: one stop event with its reason, every signal in one place, the grace timeout, the
+pipeline's error; the same for the headless daemon, --display and --gui."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from edge_fer.analyze import Analyzer
+from edge_fer.capture import check_source
+from edge_fer.config import Config, load
+from edge_fer.daemon import Daemon, Result
+from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError
+
+log = logging.getLogger(__name__)
+
+# Within systemd's TimeoutStopSec (10 s in the unit): a pipeline stuck longer is abandoned.
+SHUTDOWN_GRACE_SECONDS = 6.0
+POLL_MS = 50  # how often the window looks at the stop event
+
+
+class StopReason(enum.Enum):
+    """Why the service was woken; RELOAD keeps it running, every other reason ends it."""
+
+    RELOAD = "SIGHUP: reload the configuration"
+    TERMINATE = "SIGTERM"
+    INTERRUPT = "SIGINT"
+    WINDOW_CLOSED = "the window was closed"
+    SOURCE_ENDED = "the video file ended"
+    PIPELINE_FAILED = "the pipeline failed"
+
+
+SIGNALS = {signal.SIGTERM: StopReason.TERMINATE, signal.SIGINT: StopReason.INTERRUPT,
+           signal.SIGHUP: StopReason.RELOAD}
+
+
+class PipelineThread:
+    """A daemon on its own thread that can be started and stopped (the window's camera)."""
+
+    def __init__(self, cfg: Config, on_end: Callable[[StopReason], None] | None = None) -> None:
+        self.cfg = cfg
+        self._on_end = on_end
+        self._daemon: Daemon | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.error: EdgeFerError | None = None
+
+    @property
+    def latest(self) -> Result | None:
+        """The newest result of the running pipeline."""
+        return self._daemon.latest if self._daemon is not None else None
+
+    def start(self, analyzer: Analyzer | None = None) -> None:
+        """Start a fresh pipeline (with an analyzer already loaded, when a reload checked it)."""
+        self.stop()
+        self._stop = threading.Event()
+        self.error = None
+        self._daemon = None
+        stop = self._stop
+
+        def run() -> None:
+            try:
+                self._daemon = Daemon(self.cfg, stop, analyzer)
+                self._daemon.run()
+            except EdgeFerError as e:
+                self.error = e
+            except Exception:  # a bug: logged with its traceback for the journal, and the process exits non-zero
+                log.exception("the pipeline failed")
+                self.error = EdgeFerError("the pipeline failed (see the log)")
+            if (self.error or not stop.is_set()) and self._on_end is not None:
+                # The source ended by itself, or the pipeline could not go on.
+                self._on_end(StopReason.PIPELINE_FAILED if self.error else StopReason.SOURCE_ENDED)
+
+        self._thread = threading.Thread(target=run, name="pipeline", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> bool:
+        """Stop the pipeline in order and wait for it; False if it did not finish in time."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
+            self._thread = None
+        return True
+
+
+class Service:
+    """Owns the process's life: the stop event and its reason, signals, reloads, and the exit status."""
+
+    def __init__(self, cfg: Config, config_path: str | None, overrides: list[str]) -> None:
+        self.cfg = cfg
+        self._config_path = config_path
+        self._overrides = overrides
+        self._wake = threading.Event()
+        self._reason: StopReason | None = None
+        self._lock = threading.Lock()
+        self.pipeline = PipelineThread(cfg, on_end=self.request)
+
+    def request(self, reason: StopReason) -> None:
+        """Wake the service; a stop is never downgraded to a reload."""
+        with self._lock:
+            if self._reason is None or self._reason is StopReason.RELOAD:
+                self._reason = reason
+        self._wake.set()
+
+    def _take(self) -> StopReason | None:
+        with self._lock:
+            reason, self._reason = self._reason, None
+            self._wake.clear()
+        return reason
+
+    @contextmanager
+    def signals(self) -> Iterator[None]:
+        """SIGTERM, SIGINT and SIGHUP wake the service for as long as it runs."""
+        previous = {sig: signal.signal(sig, lambda signum, _frame: self.request(SIGNALS[signum]))
+                    for sig in SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _reloaded(self) -> tuple[Config, Analyzer] | None:
+        """The new configuration and its loaded model, or None (logged) when either is bad: then nothing changes."""
+        try:
+            cfg = load(self._config_path, self._overrides)
+            check_source(cfg.camera)
+            analyzer = Analyzer.from_config(cfg)
+        except EdgeFerError as e:
+            log.error("reload refused, the running configuration stays: %s", e)
+            return None
+        logging.getLogger().setLevel(cfg.logging.level)
+        log.info("configuration reloaded from %s", cfg.source_file)
+        return cfg, analyzer
+
+    def _restart(self, cfg: Config, analyzer: Analyzer | None) -> bool:
+        """Stop the running pipeline and start one on `cfg`; False when the old one is stuck."""
+        if not self._stop_pipeline():
+            return False
+        self.cfg = self.pipeline.cfg = cfg
+        self.pipeline.start(analyzer)
+        return True
+
+    def _stop_pipeline(self) -> bool:
+        if self.pipeline.stop(timeout=SHUTDOWN_GRACE_SECONDS):
+            return True
+        log.error("the pipeline did not stop within %.0f s; exiting without a clean shutdown", SHUTDOWN_GRACE_SECONDS)
+        return False
+
+    def _exit_status(self, stopped: bool) -> int:
+        """EXIT_RUNTIME for a stuck pipeline; the pipeline's own error is raised for main to report."""
+        if not stopped:
+            return EXIT_RUNTIME
+        if self.pipeline.error is not None:
+            raise self.pipeline.error
+        return EXIT_OK
+
+    def run_headless(self) -> int:
+        """Run the daemon until a stop; SIGHUP reloads a valid configuration and leaves a bad one unapplied."""
+        with self.signals():
+            # The pipeline runs on its own thread so a stuck one cannot keep the process from stopping.
+            self.pipeline.start()
+            while True:
+                self._wake.wait()
+                reason = self._take()
+                if reason is StopReason.RELOAD:
+                    new = self._reloaded()
+                    if new is not None and not self._restart(*new):
+                        return EXIT_RUNTIME
+                    continue
+                if reason is not None:
+                    log.info("stopping: %s", reason.value)
+                    return self._exit_status(self._stop_pipeline())
+
+    def run_window(self, camera: bool) -> int:
+        """The Tk window over the same pipeline: started now (--display) or by the Camera button (--gui)."""
+        from edge_fer.overlay import Overlay, require_display
+
+        require_display()
+        try:
+            import tkinter as tk
+        except ImportError:
+            raise EdgeFerError("the window needs tkinter: sudo apt install python3-tk") from None
+        if camera:
+            check_source(self.cfg.camera)  # the same clear error as headless, before a window opens
+        try:
+            root = tk.Tk()
+        except tk.TclError as e:
+            raise EdgeFerError(f"cannot open the window: {e}") from None
+        stopped = [True]
+
+        def stop_camera() -> None:
+            stopped[0] = self._stop_pipeline()
+
+        with self.signals(), Analyzer.from_config(self.cfg, photos=True) as analyzer:
+            overlay = Overlay(root, self.cfg, analyzer, self.pipeline.start, stop_camera,
+                              lambda: self.pipeline.latest, on_quit=lambda: self.request(StopReason.WINDOW_CLOSED))
+
+            def tick() -> None:
+                reason = self._take() if self._wake.is_set() else None
+                if reason is StopReason.RELOAD:
+                    new = self._reloaded()
+                    if new is not None:
+                        overlay.cfg = new[0]
+                        if overlay.camera_on:
+                            stopped[0] = self._restart(*new)
+                        else:
+                            self.cfg = self.pipeline.cfg = new[0]
+                elif reason in (StopReason.SOURCE_ENDED, StopReason.PIPELINE_FAILED) and not camera:
+                    # --gui: the camera stops, the window stays and says why.
+                    error = self.pipeline.error
+                    overlay.camera_ended(f"camera stopped: {error}" if error else "camera stopped: the video ended")
+                elif reason is not None:
+                    log.info("stopping: %s", reason.value)
+                    overlay.quit()
+                    return
+                if not stopped[0]:
+                    overlay.quit()
+                    return
+                root.after(POLL_MS, tick)
+
+            root.after(POLL_MS, tick)
+            if camera:
+                overlay.toggle_camera()
+            root.mainloop()
+        if overlay.camera_on:
+            stop_camera()
+        if camera:
+            return self._exit_status(stopped[0])
+        return EXIT_OK if stopped[0] else EXIT_RUNTIME
