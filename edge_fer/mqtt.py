@@ -54,8 +54,10 @@ def describe_failure(exc: BaseException | None, host: str) -> tuple[str, str]:
     """(kind, text) for a connection attempt that failed before MQTT: DNS, TLS, timeout, refused, network."""
     if isinstance(exc, socket.gaierror):
         return "dns", f"DNS: cannot resolve {host!r} ({exc.strerror})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls", f"TLS: certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return "tls", f"TLS: {getattr(exc, 'verify_message', None) or exc.reason or exc}"
+        return "tls", f"TLS: {exc.reason or exc}"
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return "timeout", "timeout: no answer"
     if isinstance(exc, ConnectionRefusedError):
@@ -80,6 +82,7 @@ class MqttPublisher:
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "events", "state")}
         self.ha_status = f"{cfg.discovery_prefix}/status"
         self.dropped = 0
+        self.failed_attempts = 0  # connection attempts that did not end in a CONNACK success
         self.takeovers = 0
         self.connected = threading.Event()
         self._state = "connecting"  # connecting, connected, refused, unreachable:<kind>, lost, taken over
@@ -142,6 +145,7 @@ class MqttPublisher:
                 client._clean_session = True
                 self._event_props = None
                 return
+            self.failed_attempts += 1
             self._enter("refused", logging.ERROR, f"MQTT broker {where} refused the connection: {reason} "
                                                   f"(reason code {reason.value}); retrying")
             return
@@ -177,6 +181,7 @@ class MqttPublisher:
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:`, so the exception that ended the attempt is current.
         kind, text = describe_failure(sys.exc_info()[1], self.cfg.host)
+        self.failed_attempts += 1
         level = logging.ERROR if kind == "tls" else logging.WARNING
         self._enter(f"unreachable:{kind}", level,
                     f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable ({text}); retrying")
