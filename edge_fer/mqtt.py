@@ -10,11 +10,12 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -32,6 +33,7 @@ QUICK_SECONDS, QUICK_LIMIT = 5.0, 3
 TAKEOVER_BACKOFF = (30, 300)  # first and longest wait after a takeover, doubling in between
 STABLE_SECONDS = 60.0  # a connection that lasted this long ends the takeover backoff
 RECONNECT_DELAY = (1, 30)
+ANNOUNCE_ROOM = 16  # room in paho's queue beyond the events' bound for availability, discovery and state
 
 
 def resolve_password(cfg: MqttConfig) -> str | None:
@@ -90,6 +92,10 @@ class MqttPublisher:
         self._quick = 0  # connections in a row the broker closed soon after accepting them
         self._takeover_delay = TAKEOVER_BACKOFF[0]
         self._stopping = False
+        # Events wait here, in order, from a disconnect until paho has sent again what it held from before:
+        # paho sends a message published from another thread during its reconnect ahead of those.
+        self._backlog: deque[str] = deque()
+        self._open = False
         self.client_id = cfg.client_id or f"edge-fer-{device}"
         if not announce:
             # Its own id, so a one-shot run never takes over the running daemon's connection.
@@ -108,8 +114,8 @@ class MqttPublisher:
                 self._event_props = Properties(PacketTypes.PUBLISH)
                 self._event_props.MessageExpiryInterval = cfg.message_expiry_seconds
         # paho keeps QoS 1 messages published while disconnected and sends them, in order, on reconnect;
-        # its queue bound is ours, and a full queue refuses the newest event.
-        self._client.max_queued_messages_set(cfg.queue_size)
+        # a full queue refuses the newest event.
+        self._client.max_queued_messages_set(cfg.queue_size + ANNOUNCE_ROOM)
         self._client.reconnect_delay_set(*RECONNECT_DELAY)
         if announce:
             self._client.will_set(self.topics["availability"], OFFLINE, qos=1, retain=True)
@@ -123,6 +129,10 @@ class MqttPublisher:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = lambda *_: self._release()
+        # paho's own lock for its message queue: it holds it while calling on_publish, so taking it for the
+        # backlog too keeps one lock order.
+        self._lock = self._client._out_message_mutex
 
     @property
     def protocol(self) -> str:
@@ -156,6 +166,7 @@ class MqttPublisher:
             client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
             self._discovery(client)
         self.connected.set()
+        self._release()
 
     def _discovery(self, client: paho.Client) -> None:
         """Announce this device to Home Assistant, or remove what an earlier run announced."""
@@ -186,7 +197,20 @@ class MqttPublisher:
         self._enter(f"unreachable:{kind}", level,
                     f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable ({text}); retrying")
 
+    def _release(self) -> None:
+        """On paho's thread, once nothing from before the reconnect is left to resend: the backlog goes, in order."""
+        with self._lock:
+            if self._open or not self.connected.is_set() or any(
+                    m.state == paho.mqtt_ms_publish for m in self._client._out_messages.values()):
+                return
+            while self._backlog:
+                self._client.publish(self.topics["events"], self._backlog.popleft(), qos=self.cfg.qos,
+                                     properties=self._event_props)
+            self._open = True
+
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        with self._lock:
+            self._open = False
         self.connected.clear()
         lasted = time.monotonic() - self._connected_at if self._connected_at is not None else None
         self._connected_at = None
@@ -240,9 +264,14 @@ class MqttPublisher:
 
     def publish_event(self, doc: dict[str, Any]) -> bool:
         """Queue one event for the events topic; False (and counted) when the queue is full."""
-        info = self._client.publish(self.topics["events"], json.dumps(doc), qos=self.cfg.qos,
-                                    properties=self._event_props)
-        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+        payload = json.dumps(doc)
+        with self._lock:
+            full = self.pending() >= self.cfg.queue_size
+            if not full and self._open:
+                self._client.publish(self.topics["events"], payload, qos=self.cfg.qos, properties=self._event_props)
+            elif not full:
+                self._backlog.append(payload)
+        if full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("MQTT queue full (%d events): %d events dropped so far", self.cfg.queue_size, self.dropped)
@@ -255,8 +284,8 @@ class MqttPublisher:
             self._client.publish(self.topics["state"], json.dumps(doc), qos=1, retain=True)
 
     def pending(self) -> int:
-        """Messages handed to paho and not yet acknowledged."""
-        return len(self._client._out_messages)  # paho has no public accessor for its queue length
+        """Messages queued and not yet acknowledged."""
+        return len(self._client._out_messages) + len(self._backlog)  # paho has no public accessor for its queue
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline, give queued messages until `timeout` to leave, then disconnect."""
