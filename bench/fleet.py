@@ -19,6 +19,7 @@ import datetime as dt
 import heapq
 import json
 import logging
+import multiprocessing as mp
 import os
 import random
 import shutil
@@ -75,7 +76,7 @@ class SimDevice:
     events: EventFactory
     face: str | None = None
     track: int = 0
-    accepted: dict[int, float] = field(default_factory=dict)  # seq -> time it was handed to the publisher
+    accepted: list[tuple[int, float]] = field(default_factory=list)  # (seq, wall time) its publisher took
     refused: int = 0
 
     def next_event(self, rng: random.Random) -> TrackEvent:
@@ -116,112 +117,155 @@ def wait(check, timeout: float) -> bool:
     return bool(check())
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What every shard of the fleet does."""
+
+    port: int
+    seconds: float
+    events_per_minute: float
+    state_interval: float
+    queue_size: int
+    protocol: str
+    seed: int
+
+
+def shard(plan: Plan, first: int, count: int, results: mp.Queue, go: mp.Event, finish: mp.Event) -> None:
+    """One process of the fleet: `count` devices driven from one thread by a heap of due times."""
+    logging.getLogger("edge_fer.mqtt").setLevel(logging.ERROR)
+    rng = random.Random(plan.seed * 100003 + first)
+    rss0, threads0 = rss_kib(), threading.active_count()
+    fleet: list[SimDevice] = []
+    for i in range(first, first + count):
+        name = f"dev{i:05d}"
+        cfg = MqttConfig(host="127.0.0.1", port=plan.port, device_id=name, queue_size=plan.queue_size,
+                         protocol=plan.protocol, state_interval_seconds=plan.state_interval)
+        fleet.append(SimDevice(name, MqttPublisher(cfg, name, labels=LABELS).start(), EventFactory(name)))
+    connected = wait(lambda: all(d.publisher.connected.is_set() for d in fleet), 60 + count / 10)
+    results.put(("ready", first, connected, rss_kib() - rss0, threading.active_count() - threads0,
+                 fleet[0].publisher.protocol))
+    go.wait()
+    t0 = time.monotonic()
+    cpu0 = cpu_seconds()
+    heap: list[tuple[float, int, str]] = []
+    for i in range(count):
+        heapq.heappush(heap, (t0 + rng.expovariate(plan.events_per_minute / 60), i, "event"))
+        heapq.heappush(heap, (t0 + rng.uniform(0, plan.state_interval), i, "state"))
+    while heap and heap[0][0] < t0 + plan.seconds:
+        due, i, what = heapq.heappop(heap)
+        time.sleep(max(0.0, due - time.monotonic()))
+        d = fleet[i]
+        if what == "event":
+            doc = d.events.event(d.next_event(rng), (640, 480), time.time())
+            if d.publisher.publish_event(doc):
+                d.accepted.append((doc["seq"], time.time()))
+            else:
+                d.refused += 1
+            d.publisher.publish_state(d.state())
+            heapq.heappush(heap, (due + rng.expovariate(plan.events_per_minute / 60), i, "event"))
+        else:
+            d.publisher.publish_state(d.state())
+            heapq.heappush(heap, (due + plan.state_interval, i, "state"))
+    wait(lambda: all(d.publisher.pending() == 0 for d in fleet), 60)
+    results.put(("done", first, [(d.name, d.events.run_id, d.accepted) for d in fleet],
+                 sum(d.refused for d in fleet), sum(d.publisher.pending() for d in fleet), cpu_seconds() - cpu0))
+    finish.wait()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda d: d.publisher.stop(timeout=5), fleet))
+
+
 def run(devices: int, seconds: float, restart_at: float | None, down_seconds: float, events_per_minute: float,
-        state_interval: float, queue_size: int, protocol: str, seed: int, log=print) -> dict:
+        state_interval: float, queue_size: int, protocol: str, seed: int, per_process: int, log=print) -> dict:
     """Run the fleet; returns the figures."""
-    rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="fleet-"))
     broker = Broker(work, persistent=True)
     # Sessions (the checker's subscription and what is queued for it) are saved every second, so a crash
     # loses at most what the broker acknowledged in its last second and had not yet passed on.
     broker.conf.write_text(broker.conf.read_text() + "autosave_interval 1\nmax_queued_messages 1000000\n")
     broker.start()
+    checker = Subscriber(broker.port, f"{PREFIX}/#", client_id="fleet-checker", durable=True)
+    plan = Plan(broker.port, seconds, events_per_minute, state_interval, queue_size, protocol, seed)
+    # paho waits with select(), which takes no file descriptor above 1023, and each client holds three:
+    # the devices are spread over processes of `per_process` each.
+    ctx = mp.get_context("spawn")
+    results, go, finish = ctx.Queue(), ctx.Event(), ctx.Event()
+    starts = list(range(0, devices, per_process))
+    procs = [ctx.Process(target=shard, args=(plan, first, min(per_process, devices - first), results, go, finish))
+             for first in starts]
     try:
-        return _run(broker, devices, seconds, restart_at, down_seconds, events_per_minute, state_interval,
-                    queue_size, protocol, rng, log)
+        for proc in procs:
+            proc.start()
+        return _run(broker, checker, plan, devices, restart_at, down_seconds, procs, results, go, finish, log)
     finally:
+        finish.set()
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+        checker.close()
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(broker: Broker, devices: int, seconds: float, restart_at: float | None, down_seconds: float,
-         events_per_minute: float, state_interval: float, queue_size: int, protocol: str, rng: random.Random,
-         log) -> dict:
-    checker = Subscriber(broker.port, f"{PREFIX}/#", client_id="fleet-checker", durable=True)
-    rss0, threads0 = rss_kib(), threading.active_count()
-    fleet: list[SimDevice] = []
-    for i in range(devices):
-        name = f"dev{i:05d}"
-        cfg = MqttConfig(host="127.0.0.1", port=broker.port, device_id=name, queue_size=queue_size,
-                         protocol=protocol, state_interval_seconds=state_interval)
-        fleet.append(SimDevice(name, MqttPublisher(cfg, name, labels=LABELS).start(), EventFactory(name)))
-    if not wait(lambda: all(d.publisher.connected.is_set() for d in fleet), 60 + devices / 20):
-        raise SystemExit(f"only {sum(d.publisher.connected.is_set() for d in fleet)} of {devices} devices connected")
-    rss_fleet, threads = rss_kib(), threading.active_count()
-    log(f"{devices} devices connected: {(rss_fleet - rss0) / devices:.0f} KiB and "
-        f"{(threads - threads0) / devices:.1f} threads each")
-
-    # One heap of (due time, device, what) drives every device from this thread.
+def _run(broker: Broker, checker: Subscriber, plan: Plan, devices: int, restart_at: float | None,
+         down_seconds: float, procs: list, results: mp.Queue, go: mp.Event, finish: mp.Event, log) -> dict:
+    ready = [results.get(timeout=120 + devices / 10) for _ in procs]
+    if not all(r[2] for r in ready):
+        raise SystemExit("not every device connected within the time allowed")
+    rss_per_device = sum(r[3] for r in ready) / devices
+    threads_per_device = sum(r[4] for r in ready) / devices
+    log(f"{devices} devices connected in {len(procs)} processes: {rss_per_device:.0f} KiB and "
+        f"{threads_per_device:.1f} threads each")
+    go.set()
     t0 = time.monotonic()
-    heap: list[tuple[float, int, str]] = []
-    for i in range(devices):
-        heapq.heappush(heap, (t0 + rng.expovariate(events_per_minute / 60), i, "event"))
-        heapq.heappush(heap, (t0 + rng.uniform(0, state_interval), i, "state"))
-    cpu_bench0, cpu_broker0 = cpu_seconds(), cpu_seconds(broker.proc.pid)
-    cpu_broker_before_restart = 0.0
-    restarted = restart_at is None
+    cpu_parent0 = cpu_seconds()
+    cpu_broker = 0.0
+    cpu_broker0 = cpu_seconds(broker.proc.pid)
     restart_window: tuple[float, float] | None = None
-    while heap and heap[0][0] < t0 + seconds:
-        due, i, what = heapq.heappop(heap)
-        now = time.monotonic()
-        if not restarted and now - t0 >= restart_at:
-            cpu_broker_before_restart = cpu_seconds(broker.proc.pid) - cpu_broker0
-            broker.stop()  # SIGKILL
-            down = time.time()
-            log(f"broker killed at {now - t0:.1f} s")
-            time.sleep(down_seconds)
-            broker.start()
-            cpu_broker0 = cpu_seconds(broker.proc.pid)
-            restart_window = (down, time.time())
-            restarted = True
-            log(f"broker up again at {time.monotonic() - t0:.1f} s")
-            heapq.heappush(heap, (due, i, what))
-            continue
-        if due > now:
-            time.sleep(due - now)
-        d = fleet[i]
-        if what == "event":
-            doc = d.events.event(d.next_event(rng), (640, 480), time.time())
-            if d.publisher.publish_event(doc):
-                d.accepted[doc["seq"]] = time.time()
-            else:
-                d.refused += 1
-            d.publisher.publish_state(d.state())
-            heapq.heappush(heap, (due + rng.expovariate(events_per_minute / 60), i, "event"))
-        else:
-            d.publisher.publish_state(d.state())
-            heapq.heappush(heap, (due + state_interval, i, "state"))
+    if restart_at is not None:
+        time.sleep(max(0.0, t0 + restart_at - time.monotonic()))
+        cpu_broker = cpu_seconds(broker.proc.pid) - cpu_broker0
+        broker.proc.kill()  # as a crash would
+        broker.proc.wait(60)  # with thousands of connections on a busy core, dying takes a while
+        down = time.time()
+        log(f"broker killed at {time.monotonic() - t0:.1f} s")
+        time.sleep(down_seconds)
+        broker.start()
+        cpu_broker0 = cpu_seconds(broker.proc.pid)
+        restart_window = (down, time.time())
+        log(f"broker up again at {time.monotonic() - t0:.1f} s")
+    done = [results.get(timeout=plan.seconds + 180) for _ in procs]
     elapsed = time.monotonic() - t0
-    cpu_bench = cpu_seconds() - cpu_bench0
-    cpu_broker = cpu_broker_before_restart + cpu_seconds(broker.proc.pid) - cpu_broker0
+    cpu_broker += cpu_seconds(broker.proc.pid) - cpu_broker0
     broker_rss = rss_kib(broker.proc.pid)
-    expected = {(d.name, d.events.run_id, s) for d in fleet for s in d.accepted}
-    log(f"generated for {elapsed:.1f} s; waiting for {len(expected)} events to arrive")
+    sent_at = {(name, run_id, seq): t for r in done for name, run_id, seqs in r[2] for seq, t in seqs}
+    expected = set(sent_at)
+    log(f"generated for {plan.seconds:.0f} s; waiting for {len(expected)} events to arrive")
 
     arrived: set[tuple[str, str, int]] = set()
+    read = [0]
 
     def all_arrived() -> bool:
         with checker._lock:
-            new = checker.messages[checker_read[0]:]
-        checker_read[0] += len(new)
+            new = checker.messages[read[0]:]
+        read[0] += len(new)
         arrived.update((e["device"], e["run_id"], e["seq"])
                        for e in (m.json() for m in new if m.topic.endswith("/events")))
         return expected <= arrived
 
-    checker_read = [0]
     wait(all_arrived, 60)
-    with ThreadPoolExecutor(32) as pool:
-        list(pool.map(lambda d: d.publisher.stop(timeout=5), fleet))
-    checker.close()
-    broker.stop()
-
+    cpu_parent = cpu_seconds() - cpu_parent0
+    finish.set()
+    for proc in procs:
+        proc.join(60)
     # What arrived: first arrivals in order per device, repeats counted once as duplicates.
     seen: set[tuple[str, str, int]] = set()
     last: dict[tuple[str, str], int] = {}
     duplicates = out_of_order = 0
     latencies, latencies_steady = [], []
     wire = 0
-    v5 = fleet[0].publisher.protocol == "5"
+    protocol = ready[0][5]
+    v5 = protocol == "5"
     for m in checker.messages:
         wire += publish_bytes(m.topic, m.payload, v5)
         if not m.topic.endswith("/events"):
@@ -245,24 +289,29 @@ def _run(broker: Broker, devices: int, seconds: float, restart_at: float | None,
         return round(statistics.quantiles(values, n=1000)[int(q * 10) - 1], 1) if len(values) > 1 else None
 
     events_sent = len(expected)
+    # A crash loses what the broker had acknowledged but neither passed on nor saved: sent just before it.
+    lost_when = sorted(sent_at[k] - restart_window[0] for k in expected - seen) if restart_window else []
     onlines = Counter(m.topic for m in checker.messages if m.topic.endswith("/availability") and m.payload == b"online")
     return {
         "date": dt.date.today().isoformat(),
-        "devices": devices, "seconds": round(elapsed, 1), "protocol": fleet[0].publisher.protocol,
-        "events_per_device_per_minute": events_per_minute, "state_interval_seconds": state_interval,
+        "devices": devices, "processes": len(procs), "seconds": round(elapsed, 1), "protocol": protocol,
+        "events_per_device_per_minute": plan.events_per_minute, "state_interval_seconds": plan.state_interval,
         "broker_restart_at": restart_at, "broker_down_seconds": down_seconds if restart_at is not None else 0,
-        "queue_size": queue_size,
-        "events_sent": events_sent, "events_refused_queue_full": sum(d.refused for d in fleet),
+        "queue_size": plan.queue_size,
+        "events_sent": events_sent, "events_refused_queue_full": sum(r[3] for r in done),
+        "events_still_queued_at_end": sum(r[4] for r in done),
         "events_received": len(seen & expected), "lost": len(expected - seen), "duplicates": duplicates,
         "out_of_order": out_of_order,
+        "lost_sent_seconds_before_crash": [round(-lost_when[-1], 2), round(-lost_when[0], 2)] if lost_when else None,
         "p50_latency_ms": p(latencies, 50), "p99_latency_ms": p(latencies, 99),
         "p99_latency_ms_outside_restart": p(latencies_steady, 99),
         "bytes_per_device_per_minute": round(wire / devices / (elapsed / 60)),
         "messages_received": len(checker.messages),
         "devices_reconnected": sum(n >= 2 for n in onlines.values()),
-        "bench_rss_kib_per_device": round((rss_fleet - rss0) / devices, 1),
-        "bench_threads_per_device": round((threads - threads0) / devices, 2),
-        "bench_cpu_seconds": round(cpu_bench, 2), "broker_cpu_seconds": round(cpu_broker, 2),
+        "bench_rss_kib_per_device": round(rss_per_device, 1),
+        "bench_threads_per_device": round(threads_per_device, 2),
+        "bench_cpu_seconds": round(sum(r[5] for r in done) + cpu_parent, 2),
+        "broker_cpu_seconds": round(cpu_broker, 2),
         "broker_rss_kib": broker_rss,
     }
 
@@ -278,13 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queue-size", type=int, default=1000, help="each device's event queue bound")
     p.add_argument("--protocol", default="auto", choices=("auto", "5", "3.1.1"))
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--per-process", type=int, default=300, help="devices in each simulating process")
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = p.parse_args(argv)
     # Hundreds of devices each say "lost" and "unreachable" once per broker crash; takeovers still show.
     logging.getLogger("edge_fer.mqtt").setLevel(logging.ERROR)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     figures = run(args.devices, args.seconds, args.restart_broker_at, args.down_seconds, args.events_per_minute,
-                  args.state_interval, args.queue_size, args.protocol, args.seed,
+                  args.state_interval, args.queue_size, args.protocol, args.seed, args.per_process,
                   log=lambda s: print(s, file=sys.stderr, flush=True))
     text = json.dumps(figures, indent=2)
     print(text)
