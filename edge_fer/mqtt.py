@@ -81,6 +81,7 @@ class MqttPublisher:
         self.announce = announce
         self.labels = labels
         self.base = f"{cfg.prefix}/{device}"
+        self.where = f"{cfg.host}:{cfg.port}"
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "events", "state")}
         self.ha_status = f"{cfg.discovery_prefix}/status"
         self.dropped = 0
@@ -146,21 +147,20 @@ class MqttPublisher:
             log.log(level, text)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        where = f"{self.cfg.host}:{self.cfg.port}"
         if reason.is_failure:
             if reason == "Unsupported protocol version" and self.cfg.protocol == "auto" and self.protocol == "5":
-                log.info("MQTT broker %s does not speak MQTT 5; using 3.1.1", where)
+                log.info("MQTT broker %s does not speak MQTT 5; using 3.1.1", self.where)
                 # paho itself downgrades 3.1.1 to 3.1 this way; the next reconnect speaks 3.1.1.
                 client._protocol = paho.MQTTv311
                 client._clean_session = True
                 self._event_props = None
                 return
             self.failed_attempts += 1
-            self._enter("refused", logging.ERROR, f"MQTT broker {where} refused the connection: {reason} "
+            self._enter("refused", logging.ERROR, f"MQTT broker {self.where} refused the connection: {reason} "
                                                   f"(reason code {reason.value}); retrying")
             return
         self._connected_at = time.monotonic()
-        self._enter("connected", logging.INFO, f"MQTT connected to {where} as {self.base} "
+        self._enter("connected", logging.INFO, f"MQTT connected to {self.where} as {self.base} "
                                                f"(MQTT {self.protocol}, client id {self.client_id})")
         if self.announce:
             client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
@@ -195,7 +195,7 @@ class MqttPublisher:
         self.failed_attempts += 1
         level = logging.ERROR if kind == "tls" else logging.WARNING
         self._enter(f"unreachable:{kind}", level,
-                    f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable ({text}); retrying")
+                    f"MQTT broker {self.where} unreachable ({text}); retrying")
 
     def _release(self) -> None:
         """On paho's thread, once nothing from before the reconnect is left to resend: the backlog goes, in order."""
@@ -216,7 +216,6 @@ class MqttPublisher:
         self._connected_at = None
         if self._stopping or lasted is None:
             return
-        where = f"{self.cfg.host}:{self.cfg.port}"
         self._quick = self._quick + 1 if lasted < QUICK_SECONDS else 0
         if lasted >= STABLE_SECONDS:
             self._takeover_delay = TAKEOVER_BACKOFF[0]
@@ -227,7 +226,7 @@ class MqttPublisher:
                              f"{QUICK_SECONDS:.0f} s of accepting them")
         else:
             client.reconnect_delay_set(*RECONNECT_DELAY)
-            self._enter("lost", logging.WARNING, f"MQTT connection to {where} lost ({reason}, reason code "
+            self._enter("lost", logging.WARNING, f"MQTT connection to {self.where} lost ({reason}, reason code "
                                                  f"{reason.value}); events are kept until it is back")
 
     def _taken_over(self, why: str) -> None:
