@@ -111,6 +111,10 @@ class MqttConfig:
     state_interval_seconds: float = 5.0
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
+    support_url: str = ""
+    protocol: str = "auto"
+    session_expiry_seconds: int = 300
+    message_expiry_seconds: int = 86400
 
 
 @dataclass(frozen=True)
@@ -175,11 +179,13 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "tracking.switch_margin": (0.0, 1.0), "tracking.switch_min_confidence": (0.0, 1.0),
     "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.qos": (0, 1),
     "mqtt.queue_size": (1, 10_000_000), "mqtt.state_interval_seconds": (0.5, 86400),
+    "mqtt.session_expiry_seconds": (0, 4294967295), "mqtt.message_expiry_seconds": (0, 4294967295),
     "images.max_pixels": (1, 1_000_000_000), "images.max_faces": (1, 10_000),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "detector.backend": ("yunet", "haar"),
+    "mqtt.protocol": ("auto", "5", "3.1.1"),
 }
 
 

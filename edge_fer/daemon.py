@@ -15,6 +15,7 @@ from edge_fer.analyze import Analyzer
 from edge_fer.capture import Capture, Frame
 from edge_fer.config import Config
 from edge_fer.events import EventFactory, utc_iso
+from edge_fer.publisher import Publisher, make_publisher
 from edge_fer.sdnotify import Notifier
 from edge_fer.detector import one_per_face
 from edge_fer.tracking import TrackEvent, Tracker
@@ -72,12 +73,8 @@ class Daemon:
         self._last_state = 0.0
         self._ready = False
 
-    def _make_publisher(self) -> Any:
-        if not self.cfg.mqtt.enabled:
-            return None
-        from edge_fer.mqtt import MqttPublisher
-
-        return MqttPublisher(self.cfg.mqtt, self.cfg.device_id)
+    def _make_publisher(self) -> Publisher:
+        return make_publisher(self.cfg, self.analyzer.classifier.labels)
 
     def process(self, frame: Frame) -> tuple[list[Face], list[TrackEvent]]:
         """Detect on every Nth frame, follow the known faces in between, classify in one call, and track."""
@@ -99,38 +96,34 @@ class Daemon:
         faces = self.analyzer.classify(gray, self._found)
         return faces, self.tracker.update(faces, frame.t)
 
-    def state_doc(self, capture: Capture, publisher: Any) -> dict[str, Any]:
-        """The retained state message."""
+    def state_doc(self, capture: Capture, publisher: Publisher) -> dict[str, Any]:
+        """The retained state message; with no face in view the dominant emotion and confidence are null."""
         tracks = [{"track_id": t.id, "emotion": self.tracker.labels[t.label], "confidence": round(t.confidence(), 4),
                    "box": list(t.box)} for t in self.tracker.tracks.values()]
-        dominant = max(tracks, key=lambda t: t["box"][2] * t["box"][3])["emotion"] if tracks else None
-        return {"device": self.cfg.device_id, "camera": capture.state, "faces": len(tracks),
-                "dominant_emotion": dominant, "tracks": tracks, "fps": round(self.stats.fps, 2),
-                "frames": self.stats.frames, "dropped_frames": capture.dropped,
-                "dropped_events": getattr(publisher, "dropped", 0),
+        dominant = max(tracks, key=lambda t: t["box"][2] * t["box"][3]) if tracks else {}
+        return {"device": self.cfg.device_id, "run_id": self.events.run_id, "camera": capture.state,
+                "faces": len(tracks), "dominant_emotion": dominant.get("emotion"),
+                "dominant_confidence": dominant.get("confidence"), "tracks": tracks, "fps": round(self.stats.fps, 2),
+                "frames": self.stats.frames, "dropped_frames": capture.dropped, "dropped_events": publisher.dropped,
                 "uptime": round(time.monotonic() - self.stats.started, 1), "ts": utc_iso()}
 
-    def _send(self, publisher: Any, events: list[TrackEvent], captured: float | None = None) -> None:
+    def _send(self, publisher: Publisher, events: list[TrackEvent], captured: float | None = None) -> None:
         for e in events:
             doc = self.events.event(e, self._frame_size, captured if e.type != "end" else None)
             log.info("track %d %s: %s %.2f", e.track_id, e.type, e.emotion, e.confidence)
-            if publisher is not None:
-                publisher.publish_event(doc)
+            publisher.publish_event(doc)
 
-    def _maybe_state(self, capture: Capture, publisher: Any, now: float, changed: bool) -> None:
+    def _maybe_state(self, capture: Capture, publisher: Publisher, now: float, changed: bool) -> None:
         if now - self._last_state < self.cfg.mqtt.state_interval_seconds and not changed:
             return
         doc = self.state_doc(capture, publisher)
         self._last_state = now
-        if publisher is not None:
-            publisher.publish_state(doc)
+        publisher.publish_state(doc)
         self.notifier.status(f"{doc['fps']:.1f} fps, {doc['faces']} faces, camera {doc['camera']}")
 
     def run(self) -> int:
         """Run until stopped; returns the exit status."""
-        publisher = self._make_publisher()
-        if publisher is not None:
-            publisher.start()
+        publisher = self._make_publisher().start()
         capture = Capture(self.cfg.camera)
         try:
             with capture:
@@ -139,7 +132,7 @@ class Daemon:
             self.shutdown(capture, publisher)
         return 0
 
-    def _loop(self, capture: Capture, publisher: Any) -> None:
+    def _loop(self, capture: Capture, publisher: Publisher) -> None:
         log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.device_id)
         camera_was = ""
         while not self.stop.is_set():
@@ -167,14 +160,13 @@ class Daemon:
             self._maybe_state(capture, publisher, now, bool(events) or capture.state != camera_was)
             camera_was = capture.state
 
-    def shutdown(self, capture: Capture, publisher: Any) -> None:
+    def shutdown(self, capture: Capture, publisher: Publisher) -> None:
         """Stop in order: capture, then the pipeline's open tracks, then MQTT (offline before disconnect)."""
         self.notifier.stopping()
         capture.close()
         self._send(publisher, self.tracker.close_all(time.monotonic()))
-        if publisher is not None:
-            self._maybe_state(capture, publisher, time.monotonic(), True)
-            publisher.stop()
+        self._maybe_state(capture, publisher, time.monotonic(), True)
+        publisher.stop()
         self.analyzer.classifier.close()
         log.info("stopped after %d frames", self.stats.frames)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import uuid
 from typing import Any
 
 from edge_fer import __version__
@@ -18,10 +19,11 @@ def utc_iso(t: float | None = None) -> str:
 
 
 class EventFactory:
-    """Numbers and stamps the events of one device."""
+    """Numbers and stamps the events of one device run: `run_id` is new for every factory, `seq` counts from 1."""
 
     def __init__(self, device: str) -> None:
         self.device = device
+        self.run_id = uuid.uuid4().hex[:12]
         self._seq = itertools.count(1)
 
     def event(self, e: TrackEvent, frame_size: tuple[int, int], captured: float | None = None) -> dict[str, Any]:
@@ -30,7 +32,8 @@ class EventFactory:
                "confidence": round(e.confidence, 4), "scores": {k: round(v, 4) for k, v in e.scores.items()},
                "box": [int(v) for v in e.box], "landmarks": landmarks_list(e.landmarks),
                "detector_score": None if e.detector_score is None else round(e.detector_score, 4),
-               "frame_size": [int(frame_size[0]), int(frame_size[1])], "ts": utc_iso(), "seq": next(self._seq)}
+               "frame_size": [int(frame_size[0]), int(frame_size[1])], "ts": utc_iso(), "run_id": self.run_id,
+               "seq": next(self._seq)}
         if captured is not None:
             doc["frame_ts"] = utc_iso(captured)
         if e.type == "end":
@@ -41,23 +44,53 @@ class EventFactory:
         """A one-shot result (edge-fer --image --publish) in the same schema, type 'image'."""
         return {"type": "image", "device": self.device, "image": image, "face_index": index,
                 "emotion": face["emotion"], "confidence": face["confidence"], "scores": face["scores"],
-                "box": face["box"], "landmarks": face["landmarks"], "detector_score": face["detector_score"],
-                "frame_size": list(frame_size), "ts": utc_iso(), "seq": next(self._seq)}
+                "box": face["box"], "landmarks": face.get("landmarks"), "detector_score": face.get("detector_score"),
+                "frame_size": list(frame_size), "ts": utc_iso(), "run_id": self.run_id, "seq": next(self._seq)}
 
 
-def discovery_messages(prefix: str, discovery_prefix: str, device: str) -> dict[str, dict[str, Any]]:
-    """Home Assistant MQTT discovery: a sensor for the dominant emotion and one for the face count."""
+NO_FACE = "no_face"  # the emotion sensor's state when no face is in view
+
+
+def ha_id(text: str) -> str:
+    """`text` with every character outside [a-zA-Z0-9_-] replaced by '_', as discovery topics and ids need."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "_-" else "_" for c in text)
+
+
+def discovery_topic(discovery_prefix: str, device: str) -> str:
+    """The device-based discovery topic: one retained config for all of a device's entities."""
+    return f"{discovery_prefix}/device/edge_fer_{ha_id(device)}/config"
+
+
+def legacy_discovery_topics(discovery_prefix: str, device: str) -> list[str]:
+    """The per-sensor topics edge-fer 0.1 published; cleared so that no entity is announced twice."""
+    return [f"{discovery_prefix}/sensor/{ha_id(device)}/{name}/config" for name in ("emotion", "faces")]
+
+
+def discovery_config(prefix: str, device: str, labels: tuple[str, ...], support_url: str = "") -> dict[str, Any]:
+    """Home Assistant device-based discovery: an enum sensor for the emotion, the face count and the confidence."""
     base = f"{prefix}/{device}"
-    node = "".join(c if c.isalnum() or c in "_-" else "_" for c in device)
-    dev = {"identifiers": [f"edge_fer_{node}"], "name": f"edge-fer {device}", "manufacturer": "edge-fer",
-           "model": "edge-fer", "sw_version": __version__}
-    common = {"availability_topic": f"{base}/availability", "state_topic": f"{base}/state", "device": dev}
+    node = ha_id(device)
+    origin = {"name": "edge-fer", "sw_version": __version__}
+    if support_url:
+        origin["support_url"] = support_url
+    # "None" is Home Assistant's word for "unknown": a measurement must be a number or nothing.
+    percent = ("{% if value_json.dominant_confidence is number %}{{ (value_json.dominant_confidence * 100) | round(1) }}"
+               "{% else %}None{% endif %}")
     return {
-        f"{discovery_prefix}/sensor/{node}/emotion/config": {
-            **common, "name": "Dominant emotion", "unique_id": f"edge_fer_{node}_emotion",
-            "value_template": "{{ value_json.dominant_emotion | default('none', true) }}", "icon": "mdi:emoticon-outline",
-            "json_attributes_topic": f"{base}/state"},
-        f"{discovery_prefix}/sensor/{node}/faces/config": {
-            **common, "name": "Faces", "unique_id": f"edge_fer_{node}_faces", "value_template": "{{ value_json.faces }}",
-            "state_class": "measurement", "icon": "mdi:account-group"},
+        "device": {"identifiers": [f"edge_fer_{node}"], "name": f"edge-fer {device}", "manufacturer": "edge-fer",
+                   "model": "edge-fer", "sw_version": __version__},
+        "origin": origin,
+        "availability_topic": f"{base}/availability", "state_topic": f"{base}/state", "qos": 1,
+        "components": {
+            "emotion": {"platform": "sensor", "name": "Emotion", "unique_id": f"edge_fer_{node}_emotion",
+                        "device_class": "enum", "options": [*labels, NO_FACE],
+                        "value_template": f"{{{{ value_json.dominant_emotion or '{NO_FACE}' }}}}",
+                        "json_attributes_topic": f"{base}/state", "icon": "mdi:emoticon-outline"},
+            "faces": {"platform": "sensor", "name": "Faces", "unique_id": f"edge_fer_{node}_faces",
+                      "state_class": "measurement", "value_template": "{{ value_json.faces }}",
+                      "icon": "mdi:account-group"},
+            "confidence": {"platform": "sensor", "name": "Emotion confidence",
+                           "unique_id": f"edge_fer_{node}_confidence", "state_class": "measurement",
+                           "unit_of_measurement": "%", "value_template": percent, "icon": "mdi:percent"},
+        },
     }

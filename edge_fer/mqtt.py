@@ -5,21 +5,35 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import ssl
+import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_fer.config import MqttConfig
 from edge_fer.errors import ConfigError
-from edge_fer.events import discovery_messages
+from edge_fer.events import discovery_config, discovery_topic, legacy_discovery_topics
 
 log = logging.getLogger(__name__)
 
 ONLINE, OFFLINE = "online", "offline"
+SESSION_TAKEN_OVER = 142  # MQTT 5 reason code: another client connected with this client id
+# Without MQTT 5 a takeover is only a connection the broker closes: this many in a row, each within
+# QUICK_SECONDS of its CONNACK, are taken for one.
+QUICK_SECONDS, QUICK_LIMIT = 5.0, 3
+TAKEOVER_BACKOFF = (30, 300)  # first and longest wait after a takeover, doubling in between
+STABLE_SECONDS = 60.0  # a connection that lasted this long ends the takeover backoff
+RECONNECT_DELAY = (1, 30)
+ANNOUNCE_ROOM = 16  # room in paho's queue beyond the events' bound for availability, discovery and state
 
 
 def resolve_password(cfg: MqttConfig) -> str | None:
@@ -38,28 +52,72 @@ def resolve_password(cfg: MqttConfig) -> str | None:
     return None
 
 
+def describe_failure(exc: BaseException | None, host: str) -> tuple[str, str]:
+    """(kind, text) for a connection attempt that failed before MQTT: DNS, TLS, timeout, refused, network."""
+    if isinstance(exc, socket.gaierror):
+        return "dns", f"DNS: cannot resolve {host!r} ({exc.strerror})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls", f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return "tls", f"TLS: {exc.reason or exc}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout", "timeout: no answer"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", "connection refused: nothing listens on that port"
+    if isinstance(exc, OSError):
+        return "network", f"network: {exc.strerror or exc}"
+    return "unknown", f"unknown: {exc!r}"
+
+
 class MqttPublisher:
     """Availability, events, state and discovery for one device; keeps events while the broker is away."""
 
-    def __init__(self, cfg: MqttConfig, device: str, announce: bool = True) -> None:
-        """`announce=False` (one-shot --publish) sends events only: no availability, no discovery."""
+    def __init__(self, cfg: MqttConfig, device: str, announce: bool = True, labels: tuple[str, ...] = ()) -> None:
+        """`announce=False` (one-shot --publish) sends events only: no availability, no discovery.
+
+        `labels` are the emotions the model knows: the options of Home Assistant's emotion sensor."""
         self.cfg = cfg
         self.device = device
         self.announce = announce
+        self.labels = labels
         self.base = f"{cfg.prefix}/{device}"
+        self.where = f"{cfg.host}:{cfg.port}"
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "events", "state")}
+        self.ha_status = f"{cfg.discovery_prefix}/status"
         self.dropped = 0
+        self.failed_attempts = 0  # connection attempts that did not end in a CONNACK success
+        self.takeovers = 0
         self.connected = threading.Event()
-        self._state = "connecting"  # connecting, connected, refused, lost
-        client_id = cfg.client_id or f"edge-fer-{device}"
+        self._state = "connecting"  # connecting, connected, refused, unreachable:<kind>, lost, taken over
+        self._connected_at: float | None = None
+        self._quick = 0  # connections in a row the broker closed soon after accepting them
+        self._takeover_delay = TAKEOVER_BACKOFF[0]
+        self._stopping = False
+        # Events wait here, in order, from a disconnect until paho has sent again what it held from before:
+        # paho sends a message published from another thread during its reconnect ahead of those.
+        self._backlog: deque[str] = deque()
+        self._open = False
+        self.client_id = cfg.client_id or f"edge-fer-{device}"
         if not announce:
             # Its own id, so a one-shot run never takes over the running daemon's connection.
-            client_id = f"{client_id}-oneshot-{os.getpid()}"
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+            self.client_id = f"{self.client_id}-oneshot-{os.getpid()}"
+        v5 = cfg.protocol in ("auto", "5")
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                   protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
+        self._connect_props: Properties | None = None
+        self._event_props: Properties | None = None
+        if v5:
+            # A session that outlives a dropped connection keeps the subscription to Home Assistant's status,
+            # so its birth message is not missed while reconnecting; one-shot runs leave nothing behind.
+            self._connect_props = Properties(PacketTypes.CONNECT)
+            self._connect_props.SessionExpiryInterval = cfg.session_expiry_seconds if announce else 0
+            if cfg.message_expiry_seconds:
+                self._event_props = Properties(PacketTypes.PUBLISH)
+                self._event_props.MessageExpiryInterval = cfg.message_expiry_seconds
         # paho keeps QoS 1 messages published while disconnected and sends them, in order, on reconnect;
-        # its queue bound is ours, and a full queue refuses the newest event.
-        self._client.max_queued_messages_set(cfg.queue_size)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # a full queue refuses the newest event.
+        self._client.max_queued_messages_set(cfg.queue_size + ANNOUNCE_ROOM)
+        self._client.reconnect_delay_set(*RECONNECT_DELAY)
         if announce:
             self._client.will_set(self.topics["availability"], OFFLINE, qos=1, retain=True)
         password = resolve_password(cfg)
@@ -69,7 +127,18 @@ class MqttPublisher:
             self._client.tls_set(ca_certs=cfg.ca_certs or None, certfile=cfg.certfile or None,
                                  keyfile=cfg.keyfile or None)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = lambda *_: self._release()
+        # paho's own lock for its message queue: it holds it while calling on_publish, so taking it for the
+        # backlog too keeps one lock order.
+        self._lock = self._client._out_message_mutex
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version in use: "5" or "3.1.1"."""
+        return "5" if self._client.protocol == paho.MQTTv5 else "3.1.1"
 
     def _enter(self, state: str, level: int, text: str) -> None:
         # Reconnect attempts repeat; the log says each change of state once.
@@ -79,26 +148,110 @@ class MqttPublisher:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            self._enter("refused", logging.ERROR, f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the "
-                                                  f"connection: {reason}; retrying")
+            if reason == "Unsupported protocol version" and self.cfg.protocol == "auto" and self.protocol == "5":
+                log.info("MQTT broker %s does not speak MQTT 5; using 3.1.1", self.where)
+                # paho itself downgrades 3.1.1 to 3.1 this way; the next reconnect speaks 3.1.1.
+                client._protocol = paho.MQTTv311
+                client._clean_session = True
+                self._event_props = None
+                return
+            self.failed_attempts += 1
+            self._enter("refused", logging.ERROR, f"MQTT broker {self.where} refused the connection: {reason} "
+                                                  f"(reason code {reason.value}); retrying")
             return
-        self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} as {self.base}")
+        self._connected_at = time.monotonic()
+        self._enter("connected", logging.INFO, f"MQTT connected to {self.where} as {self.base} "
+                                               f"(MQTT {self.protocol}, client id {self.client_id})")
         if self.announce:
             client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
-            if self.cfg.discovery:
-                for topic, doc in discovery_messages(self.cfg.prefix, self.cfg.discovery_prefix, self.device).items():
-                    client.publish(topic, json.dumps(doc), qos=1, retain=True)
+            self._discovery(client)
         self.connected.set()
+        self._release()
+
+    def _discovery(self, client: paho.Client) -> None:
+        """Announce this device to Home Assistant, or remove what an earlier run announced."""
+        cfg = self.cfg
+        # The per-sensor configs of edge-fer 0.1 go first, so that their unique ids are free again.
+        for topic in legacy_discovery_topics(cfg.discovery_prefix, self.device):
+            client.publish(topic, b"", qos=1, retain=True)
+        topic = discovery_topic(cfg.discovery_prefix, self.device)
+        if not cfg.discovery:
+            client.publish(topic, b"", qos=1, retain=True)
+            return
+        client.subscribe(self.ha_status, qos=1)
+        doc = discovery_config(cfg.prefix, self.device, self.labels, cfg.support_url)
+        client.publish(topic, json.dumps(doc), qos=1, retain=True)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # A retained "online" is an old birth message: the announcement on connect already covers it.
+        if msg.topic == self.ha_status and msg.payload == ONLINE.encode() and not msg.retain:
+            log.info("Home Assistant is online: discovery announced again")
+            client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
+            self._discovery(client)
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError:`, so the exception that ended the attempt is current.
+        kind, text = describe_failure(sys.exc_info()[1], self.cfg.host)
+        self.failed_attempts += 1
+        level = logging.ERROR if kind == "tls" else logging.WARNING
+        self._enter(f"unreachable:{kind}", level,
+                    f"MQTT broker {self.where} unreachable ({text}); retrying")
+
+    def _release(self) -> None:
+        """On paho's thread, once nothing from before the reconnect is left to resend: the backlog goes, in order."""
+        with self._lock:
+            if self._open or not self.connected.is_set() or any(
+                    m.state == paho.mqtt_ms_publish for m in self._client._out_messages.values()):
+                return
+            while self._backlog:
+                self._client.publish(self.topics["events"], self._backlog.popleft(), qos=self.cfg.qos,
+                                     properties=self._event_props)
+            self._open = True
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        with self._lock:
+            self._open = False
         self.connected.clear()
-        if self._state == "connected" and (reason.is_failure or reason.value != 0):
-            self._enter("lost", logging.WARNING, f"MQTT connection to {self.cfg.host}:{self.cfg.port} lost "
-                                                 f"({reason}); events are kept until it is back")
+        lasted = time.monotonic() - self._connected_at if self._connected_at is not None else None
+        self._connected_at = None
+        if self._stopping or lasted is None:
+            return
+        self._quick = self._quick + 1 if lasted < QUICK_SECONDS else 0
+        if lasted >= STABLE_SECONDS:
+            self._takeover_delay = TAKEOVER_BACKOFF[0]
+        if reason.value == SESSION_TAKEN_OVER:
+            self._taken_over(f"the broker says {reason}")
+        elif self._quick >= QUICK_LIMIT:
+            self._taken_over(f"the broker closed {self._quick} connections in a row within "
+                             f"{QUICK_SECONDS:.0f} s of accepting them")
+        else:
+            client.reconnect_delay_set(*RECONNECT_DELAY)
+            self._enter("lost", logging.WARNING, f"MQTT connection to {self.where} lost ({reason}, reason code "
+                                                 f"{reason.value}); events are kept until it is back")
+
+    def _taken_over(self, why: str) -> None:
+        """Another client uses our client id: say so once, and stop kicking it off every second."""
+        delay = self._takeover_delay
+        self._takeover_delay = min(delay * 2, TAKEOVER_BACKOFF[1])
+        self._quick = 0
+        self.takeovers += 1
+        self._client.reconnect_delay_set(delay, max(delay, RECONNECT_DELAY[1]))
+        if self.takeovers == 1:
+            log.error("MQTT client id %r is in use by another client (%s): two edge-fer daemons with device id "
+                      "%r, or one mqtt.client_id set twice? Each would take the other's connection; "
+                      "reconnecting in %d s", self.client_id, why, self.device, delay)
+        else:
+            log.warning("MQTT client id %r taken over again (%d times; %s); reconnecting in %d s",
+                        self.client_id, self.takeovers, why, delay)
+        self._state = "taken over"
 
     def start(self) -> "MqttPublisher":
         """Connect in the background; a broker that is down is retried with backoff."""
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        if self.protocol == "5":
+            self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive,
+                                       clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY, properties=self._connect_props)
+        else:
+            self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client.loop_start()
         return self
 
@@ -110,8 +263,14 @@ class MqttPublisher:
 
     def publish_event(self, doc: dict[str, Any]) -> bool:
         """Queue one event for the events topic; False (and counted) when the queue is full."""
-        info = self._client.publish(self.topics["events"], json.dumps(doc), qos=self.cfg.qos)
-        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+        payload = json.dumps(doc)
+        with self._lock:
+            full = self.pending() >= self.cfg.queue_size
+            if not full and self._open:
+                self._client.publish(self.topics["events"], payload, qos=self.cfg.qos, properties=self._event_props)
+            elif not full:
+                self._backlog.append(payload)
+        if full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 log.warning("MQTT queue full (%d events): %d events dropped so far", self.cfg.queue_size, self.dropped)
@@ -124,8 +283,8 @@ class MqttPublisher:
             self._client.publish(self.topics["state"], json.dumps(doc), qos=1, retain=True)
 
     def pending(self) -> int:
-        """Messages handed to paho and not yet acknowledged."""
-        return len(self._client._out_messages)  # paho has no public accessor for its queue length
+        """Messages queued and not yet acknowledged."""
+        return len(self._client._out_messages) + len(self._backlog)  # paho has no public accessor for its queue
 
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline, give queued messages until `timeout` to leave, then disconnect."""
@@ -137,6 +296,7 @@ class MqttPublisher:
                 time.sleep(0.02)
         if self.pending():
             log.warning("MQTT: %d messages not delivered at shutdown", self.pending())
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()

@@ -1,0 +1,54 @@
+"""Where the daemon's events and state go: an MQTT broker, or nowhere when `mqtt.enabled` is false."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from edge_fer.config import Config
+
+
+class Publisher(Protocol):
+    """What the daemon needs of an event sink."""
+
+    dropped: int
+
+    def start(self) -> "Publisher":
+        """Begin connecting in the background."""
+
+    def publish_event(self, doc: dict[str, Any]) -> bool:
+        """Queue one event; False when it was refused."""
+
+    def publish_state(self, doc: dict[str, Any]) -> None:
+        """Replace the device's state."""
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Deliver what is queued within `timeout`, then disconnect."""
+
+
+class NullPublisher:
+    """Publishes nothing (`mqtt.enabled: false`), so the daemon never checks for a missing publisher."""
+
+    dropped = 0
+
+    def start(self) -> "NullPublisher":
+        """Nothing to connect to."""
+        return self
+
+    def publish_event(self, doc: dict[str, Any]) -> bool:
+        """Accept and forget."""
+        return True
+
+    def publish_state(self, doc: dict[str, Any]) -> None:
+        """Forget."""
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Nothing to stop."""
+
+
+def make_publisher(cfg: Config, labels: tuple[str, ...]) -> Publisher:
+    """The daemon's publisher for this config; `labels` are the model's emotions (Home Assistant's options)."""
+    if not cfg.mqtt.enabled:
+        return NullPublisher()
+    from edge_fer.mqtt import MqttPublisher  # paho is imported only when MQTT is on
+
+    return MqttPublisher(cfg.mqtt, cfg.device_id, labels=labels)

@@ -1,0 +1,259 @@
+"""MQTT 5 and its 3.1.1 fallback, connection failures logged once with their reason, and client id takeovers."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_fer.config import MqttConfig
+from edge_fer.events import discovery_topic
+from edge_fer.mqtt import MqttPublisher
+from tests.broker import Broker, Subscriber, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+                                reason="mosquitto is not installed (apt-get install mosquitto)")
+
+
+def until(check, timeout: float) -> bool:
+    """Poll `check` until it is true or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
+
+
+def make(port: int, device: str = "cam", host: str = "127.0.0.1", **cfg) -> MqttPublisher:
+    return MqttPublisher(MqttConfig(host=host, port=port, device_id=device, **cfg), device, labels=("happy", "sad"))
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    b = Broker(tmp_path).start()
+    yield b
+    b.stop()
+
+
+class V5Subscriber:
+    """An MQTT 5 subscriber that keeps each message with its properties."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[paho.MQTTMessage] = []
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        subscribed = threading.Event()
+        self._client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
+        self._client.on_subscribe = lambda *a: subscribed.set()
+        self._client.on_message = lambda c, u, m: self.messages.append(m)
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def test_mqtt5_by_default_with_message_expiry_on_events(broker: Broker, caplog) -> None:
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    sub = V5Subscriber(broker.port, "edge_fer/cam/events")
+    with make(broker.port, message_expiry_seconds=600) as pub:
+        assert pub.connected.wait(10) and pub.protocol == "5"
+        assert pub.publish_event({"seq": 1})
+        assert until(lambda: len(sub.messages) == 1, 10)
+    sub.close()
+    assert 590 <= sub.messages[0].properties.MessageExpiryInterval <= 600
+    assert "(MQTT 5, client id edge-fer-cam)" in caplog.text
+    with make(broker.port, protocol="3.1.1") as pub:
+        assert pub.connected.wait(10) and pub.protocol == "3.1.1"
+
+
+def test_session_expiry_keeps_home_assistants_birth_message_while_the_broker_restarts(tmp_path: Path) -> None:
+    import paho.mqtt.publish as publish
+
+    broker = Broker(tmp_path, persistent=True).start()
+    topic = discovery_topic("homeassistant", "cam")
+    sub = Subscriber(broker.port, topic, client_id="durable-ha-test", durable=True)
+    pub = make(broker.port).start()
+    try:
+        assert until(lambda: len(sub.on(topic)) == 1, 10)
+        broker.stop(graceful=True)  # sessions are saved: ours, with its subscription to homeassistant/status
+        broker.start()
+        # Home Assistant says it is online while this device is still waiting to reconnect.
+        publish.single("homeassistant/status", "online", qos=1, hostname="127.0.0.1", port=broker.port)
+        assert not pub.connected.is_set(), "reconnected too early for this test to mean anything"
+        # The announcement on reconnect, then the birth message the broker kept for the session.
+        assert until(lambda: len(sub.on(topic)) == 3, 15), len(sub.on(topic))
+    finally:
+        pub.stop()
+        sub.close()
+        broker.stop()
+
+
+class Mqtt311OnlyBroker:
+    """A TCP front for mosquitto that answers an MQTT 5 CONNECT as a 3.1.1-only broker does (CONNACK
+    "unacceptable protocol version", then close), and passes every other connection through."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.refused = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        first = b""
+        while len(first) < 9:  # fixed header, remaining length (1 byte for a small CONNECT), "\0\4MQTT", level
+            chunk = conn.recv(64)
+            if not chunk:
+                conn.close()
+                return
+            first += chunk
+        if first[8] == 5:
+            self.refused += 1
+            conn.sendall(b"\x20\x02\x00\x01")
+            conn.close()
+            return
+        up = socket.create_connection(("127.0.0.1", self.upstream))
+        up.sendall(first)
+
+        def pipe(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
+        pipe(conn, up)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_falls_back_to_311_where_the_broker_has_no_mqtt5(broker: Broker, caplog) -> None:
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    old = Mqtt311OnlyBroker(broker.port)
+    sub = Subscriber(broker.port, "edge_fer/cam/events")
+    try:
+        with make(old.port) as pub:
+            assert pub.connected.wait(15) and pub.protocol == "3.1.1"
+            assert pub.publish_event({"seq": 1})
+            assert sub.wait_for(lambda s: len(s.on("/events")) == 1, 10)
+        assert old.refused == 1
+        assert "does not speak MQTT 5; using 3.1.1" in caplog.text
+        caplog.clear()
+        with make(old.port, protocol="5") as pub:  # asked for 5 only: refused, said once, retried
+            assert until(lambda: pub.failed_attempts >= 2, 15)
+            assert not pub.connected.is_set()
+        refusals = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
+        assert len(refusals) == 1 and "Unsupported protocol version" in refusals[0], refusals
+    finally:
+        sub.close()
+        old.close()
+
+
+def logged_once(caplog, pub: MqttPublisher, expected: str, level: int) -> None:
+    """After two failed attempts, the failure was logged exactly once, with `expected` in it."""
+    assert until(lambda: pub.failed_attempts >= 2, 15), "fewer than two attempts"
+    assert not pub.connected.is_set()
+    lines = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(lines) == 1 and expected in lines[0].getMessage(), [r.getMessage() for r in caplog.records]
+    assert lines[0].levelno == level
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("refused", "connection refused: nothing listens on that port"),
+    ("dns", "DNS: cannot resolve 'no-such-host.invalid'"),
+])
+def test_each_kind_of_connection_failure_is_logged_once_with_its_reason(caplog, how: str, expected: str) -> None:
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    host = "no-such-host.invalid" if how == "dns" else "127.0.0.1"
+    with make(free_port(), host=host) as pub:
+        logged_once(caplog, pub, expected, logging.WARNING)
+
+
+def test_a_certificate_that_is_not_trusted_is_logged_once_as_tls(tmp_path: Path, caplog) -> None:
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", "self.key", "-out", "self.crt"], check=True, capture_output=True, timeout=30,
+                   cwd=tmp_path)
+    broker = Broker(tmp_path)
+    tls_port = free_port()
+    broker.conf.write_text(broker.conf.read_text() + f"listener {tls_port} 127.0.0.1\n"
+                           f"certfile {tmp_path / 'self.crt'}\nkeyfile {tmp_path / 'self.key'}\n")
+    broker.start()
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    try:
+        with make(tls_port, tls=True) as pub:  # the system's CAs do not know this certificate
+            logged_once(caplog, pub, "TLS: certificate verify failed", logging.ERROR)
+    finally:
+        broker.stop()
+
+
+def test_a_broker_that_goes_away_is_logged_once_and_its_return_once(broker: Broker, caplog) -> None:
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    with make(broker.port) as pub:
+        assert pub.connected.wait(10)
+        broker.stop()
+        assert until(lambda: pub.failed_attempts >= 2, 15)
+        broker.start()
+        assert pub.connected.wait(15)
+    said = [r.getMessage().split(" (")[0] for r in caplog.records]
+    assert said == ["MQTT connected to 127.0.0.1:%d as edge_fer/cam" % broker.port,
+                    "MQTT connection to 127.0.0.1:%d lost" % broker.port,
+                    "MQTT broker 127.0.0.1:%d unreachable" % broker.port,
+                    "MQTT connected to 127.0.0.1:%d as edge_fer/cam" % broker.port], said
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_two_clients_with_one_id_detect_the_takeover_and_stop_kicking_each_other(broker: Broker, caplog,
+                                                                                protocol: str) -> None:
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    a = make(broker.port, protocol=protocol).start()
+    try:
+        assert a.connected.wait(10)
+        b = make(broker.port, protocol=protocol).start()
+        try:
+            assert until(lambda: a.takeovers + b.takeovers >= 1, 20), "no takeover detected"
+            loser, winner = (a, b) if a.takeovers else (b, a)
+            assert winner.connected.wait(5)
+            # Backing off: no more kicks back and forth (without it, one a second).
+            time.sleep(4)
+            assert (loser.takeovers, winner.takeovers) == (1, 0)
+            assert winner.connected.is_set() and not loser.connected.is_set()
+        finally:
+            b.stop(timeout=1)
+    finally:
+        a.stop(timeout=1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "MQTT client id 'edge-fer-cam' is in use by another client" in errors[0]
+    assert "device id 'cam'" in errors[0] and "reconnecting in 30 s" in errors[0]
+    # mosquitto 2.0.11 closes the old connection without MQTT 5's reason code "Session taken over"; brokers
+    # that send it (EMQX, HiveMQ, newer mosquitto) are recognised at the first kick.
+    assert "the broker closed 3 connections in a row" in errors[0] or "Session taken over" in errors[0]
