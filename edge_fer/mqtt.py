@@ -162,6 +162,7 @@ class Incoming:
     payload: bytes
     mid: int
     qos: int
+    connection: int  # which connection brought it: a packet id means nothing on the next one
 
 
 class MqttSubscriber:
@@ -176,6 +177,7 @@ class MqttSubscriber:
         self._state = "connecting"
         self._on_message_cb = on_message
         self._session_expiry = session_expiry
+        self._connection = 0
         # manual_ack: the broker redelivers whatever was not acknowledged, so only stored messages are.
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
                                    manual_ack=True)
@@ -196,6 +198,7 @@ class MqttSubscriber:
             self._enter("refused", logging.ERROR, f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the "
                                                   f"connection: {reason}; retrying")
             return
+        self._connection += 1
         resumed = "resumed" if flags.session_present else "new"
         self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} ({resumed} "
                                                "session)")
@@ -217,11 +220,11 @@ class MqttSubscriber:
                                                  f"({reason}); the broker keeps our messages until it is back")
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._on_message_cb(Incoming(msg.topic, msg.payload, msg.mid, msg.qos))
+        self._on_message_cb(Incoming(msg.topic, msg.payload, msg.mid, msg.qos, self._connection))
 
     def ack(self, msg: Incoming) -> None:
-        """Tell the broker `msg` is kept (QoS 0 needs nothing)."""
-        if msg.qos:
+        """Tell the broker `msg` is kept. One from an earlier connection is not: the broker sends it again."""
+        if msg.qos and msg.connection == self._connection:
             self._client.ack(msg.mid, msg.qos)
 
     def start(self) -> "MqttSubscriber":

@@ -220,7 +220,7 @@ def run_record(args: argparse.Namespace, err: TextIO) -> int:
         recorder.store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    log.info("stopped: %d events stored, %d duplicates skipped, %d malformed messages, %d states",
+    log.info("stopped: %d events stored, %d duplicates skipped, %d malformed messages, %d state messages",
              recorder.stored, recorder.duplicates, recorder.malformed, recorder.states)
     return status
 

@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.broker import free_port
 
 PASSWORD = "pg-test-secret"
@@ -100,3 +102,26 @@ class Postgres:
                 self.proc.kill()
                 self.proc.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One server for the test session; skipped with the reason where it cannot run."""
+    try:
+        server = Postgres()
+    except FileNotFoundError as e:
+        pytest.skip(f"PostgreSQL cannot run here: {e}")
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        server.stop()
+        pytest.skip(f"PostgreSQL cannot run here: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Postgres, request: pytest.FixtureRequest) -> str:
+    """A fresh database for one test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:55]
+    return postgres_server.create_database(name)
