@@ -18,6 +18,7 @@ from edge_fer.store import EMOTIONS
 # Colours a reader can tell apart, with the usual associations (happy warm, sad blue, neutral gray).
 COLOURS = {"angry": (214, 39, 40), "disgust": (107, 142, 35), "fear": (148, 103, 189), "happy": (255, 179, 0),
            "sad": (31, 119, 180), "surprise": (23, 190, 207), "neutral": (160, 160, 160)}
+TICK_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080, 43200)
 REPORT_COLUMNS = ("device", "run_id", "type", "track_id", "emotion", "ts", "frame_ts")
 
 
@@ -175,7 +176,7 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
         totals = tl.totals()
         whole = sum(totals)
         main = max(range(len(EMOTIONS)), key=lambda k: totals[k]) if whole else None
-        head = f"{tl.device}: {tl.tracks} faces tracked, {whole / 60:.1f} face-minutes" + (
+        head = f"{tl.device}: {tl.tracks} face{'' if tl.tracks == 1 else 's'} tracked, {whole / 60:.1f} face-minutes" + (
             f", mostly {EMOTIONS[main]} ({totals[main] / whole:.0%})" if main is not None else ", no faces")
         d.text((left, y0 - 26), head, fill="black", font=f_text)
         d.rectangle([left, y0, left + plot_w, y1], outline=(120, 120, 120))
@@ -203,12 +204,17 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
         for v in range(peak + 1):  # right axis: faces
             if peak <= 5 or v % math.ceil(peak / 5) == 0:
                 d.text((left + plot_w + 8, y1 - v / peak * panel_h), str(v), fill="black", font=f_small, anchor="lm")
-        ticks = max(1, len(buckets) // 8)
-        for i in range(0, len(buckets) + 1, ticks):
-            tx = left + i * bar_w
+        d.text((left + plot_w + 8, y0 - 14), "faces", fill="black", font=f_small, anchor="lm")
+        end = tl.start + len(buckets) * bucket
+        step = next((s for s in TICK_MINUTES if (end - tl.start) / (s * 60) <= 10), TICK_MINUTES[-1]) * 60
+        tick = math.ceil(tl.start / step) * step
+        while tick <= end:  # at round times: every 1, 2, 5, 10, 15, 30 minutes, hours or days
+            tx = left + (tick - tl.start) / (end - tl.start) * plot_w
             d.line([tx, y1, tx, y1 + 5], fill="black")
-            stamp = utc_iso(tl.start + i * bucket)
-            d.text((tx, y1 + 7), stamp[11:16], fill="black", font=f_small, anchor="mt")
+            stamp = utc_iso(tick)
+            label = stamp[11:16] if step < 86400 and stamp[11:16] != "00:00" else stamp[5:10]
+            d.text((tx, y1 + 7), label, fill="black", font=f_small, anchor="mt")
+            tick += step
     d.text((left, height - 28), f"UTC, from {utc_iso(timelines[0].start)[:16].replace('T', ' ')}; each bar is "
            f"{every}: the share of face time per emotion; the line is the average number of faces in view.",
            fill=(60, 60, 60), font=f_small)

@@ -125,3 +125,11 @@ def postgres_url(postgres_server: Postgres, request: pytest.FixtureRequest) -> s
     """A fresh database for one test."""
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:55]
     return postgres_server.create_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A test runs on a SQLite file, and again on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "events.db")
+    return request.getfixturevalue("postgres_url")

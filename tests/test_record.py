@@ -22,7 +22,7 @@ from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from edge_fer.store import EMOTIONS, SCHEMA_VERSION, open_store
 from tests.broker import Broker
 from tests.conftest import ROOT
-from tests.postgres import PASSWORD, postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.postgres import PASSWORD, db, postgres_server, postgres_url  # noqa: F401  (fixtures)
 from tests.test_daemon import _blinking_video, finish, pytestmark, start_daemon, write_config  # noqa: F401
 
 
@@ -116,14 +116,6 @@ def broker(tmp_path: Path):
             rec.kill()
     Recorder.running.clear()
     b.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test on SQLite, and on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return str(tmp_path / "events.db")
-    return request.getfixturevalue("postgres_url")
 
 
 def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker: Broker, db: str) -> None:
