@@ -30,7 +30,9 @@ def _bin(name: str) -> str | None:
 class Postgres:
     """initdb into a fresh directory and run `postgres` on 127.0.0.1:port, as user postgres when we are root."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """`durable=False` skips fsync: faster tests, and a crash of this throwaway server loses nothing we keep."""
+        self.durable = durable
         self.initdb, self.server = _bin("initdb"), _bin("postgres")
         if not self.initdb or not self.server:
             raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -70,7 +72,8 @@ class Postgres:
                        check=True, capture_output=True, timeout=120)
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([self.server, "-D", str(data), "-p", str(self.port), "-k", str(self.dir),
-                                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                                          "-c", "listen_addresses=127.0.0.1",
+                                          "-c", f"fsync={'on' if self.durable else 'off'}"],
                                          user=self.user, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

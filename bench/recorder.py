@@ -1,0 +1,208 @@
+"""Rows per second `edge-fer record` sustains into SQLite and PostgreSQL, and whether it keeps up with 200 devices.
+
+    python bench/recorder.py [--seconds 60] [--devices 200] [--backends sqlite,postgres]
+
+Everything runs on core 0 (the script pins itself; its children inherit it): mosquitto, the recorder subprocess, PostgreSQL, and this
+script's publisher. Per backend, two runs against a fresh database and a fresh persistent broker:
+
+- flat out: --burst messages (events and states mixed as a fleet sends them) published as fast as
+  QoS 1 allows; rows per second from the first publish until the last row is committed;
+- fleet: --devices devices at the rate bench/daemon.py's video makes them (a face comes and goes every
+  second: a start and an end event, and a state message with each, plus the periodic state), for
+  --seconds; the backlog (published but not yet stored) is sampled every second.
+
+The recorder acknowledges each message only after its transaction commits (SQLite synchronous=FULL,
+PostgreSQL with fsync on), so these are durable rows per second. CPU time comes from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as paho  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from daemon import proc_figures  # noqa: E402  (bench/daemon.py)
+from edge_fer.events import utc_iso  # noqa: E402
+from edge_fer.store import EMOTIONS, open_store  # noqa: E402
+from tests.broker import Broker  # noqa: E402
+from tests.postgres import Postgres  # noqa: E402
+
+EVENTS_PER_DEVICE = 2.0  # per second: a face appears and leaves every second (bench/daemon.py's video)
+STATES_PER_DEVICE = 2.2  # a state with each event, and the periodic one every 5 s
+
+
+class Fleet:
+    """Events and states of many devices, in the daemon's format, numbered per device."""
+
+    def __init__(self, devices: int) -> None:
+        self.devices = [f"dev{i:03d}" for i in range(devices)]
+        self.seq = dict.fromkeys(self.devices, 0)
+        self.sent_events = 0
+
+    def message(self, n: int) -> tuple[str, str]:
+        """The n-th message: events and states in the fleet's ratio, devices in turn."""
+        device = self.devices[n % len(self.devices)]
+        now = utc_iso()
+        if (n // len(self.devices)) % 21 < 10:  # 10 events for every 11 states
+            self.seq[device] += 1
+            self.sent_events += 1
+            kind = "start" if self.seq[device] % 2 else "end"
+            doc = {"type": kind, "device": device, "run_id": "bench", "track_id": self.seq[device] // 2 + 1,
+                   "emotion": "happy", "confidence": 0.81, "scores": {e: 0.03 for e in EMOTIONS} | {"happy": 0.81},
+                   "box": [212, 96, 130, 130], "frame_size": [640, 480], "ts": now, "frame_ts": now,
+                   "seq": self.seq[device]}
+            return f"edge_fer/{device}/events", json.dumps(doc)
+        doc = {"device": device, "run_id": "bench", "camera": "ok", "faces": 1, "dominant_emotion": "happy",
+               "tracks": [], "fps": 15.0, "frames": n, "ts": now}
+        return f"edge_fer/{device}/state", json.dumps(doc)
+
+
+def stored(db: str) -> int:
+    """Events in the database."""
+    with open_store(db, create=False) as store:
+        return store.count_events()
+
+
+def start_recorder(db: str, port: int, log: Path) -> subprocess.Popen:
+    """The recorder (on core 0 like every child of this script), waited for until it has subscribed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "record", "--db", db,
+                             "--set", "mqtt.host=127.0.0.1", "--set", f"mqtt.port={port}",
+                             "--set", "logging.level=INFO", "--client-id", "bench-recorder"],
+                            env=env, stderr=open(log, "w"), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while "subscribed to" not in log.read_text():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"recorder did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def publisher(port: int) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-fleet")
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def run(db: str, tmp: Path, devices: int, burst: int, seconds: float, inflight: int) -> dict[str, float]:
+    """One backend: the flat-out and the fleet runs."""
+    figures: dict[str, float] = {}
+    for mode in ("burst", "fleet"):
+        work = tmp / mode
+        work.mkdir()
+        if db.startswith("postgresql"):
+            with open_store(db) as store:  # empty it between runs
+                store.conn.execute("TRUNCATE events, states")
+                store.conn.commit()
+        else:
+            db = str(work / "events.db")
+        broker = Broker(work, persistent=True)
+        # mosquitto drops QoS 1 messages beyond max_queued_messages (1000) queued for a slow subscriber.
+        broker.conf.write_text(broker.conf.read_text() + f"max_queued_messages 1000000\n"
+                               f"max_inflight_messages {inflight}\n")
+        broker.start()
+        rec = start_recorder(db, broker.port, work / "recorder.log")
+        _, cpu0 = proc_figures(rec.pid)
+        fleet = Fleet(devices)
+        client = publisher(broker.port)
+        t0 = time.monotonic()
+        backlog = []
+        if mode == "burst":
+            infos = [client.publish(*fleet.message(n), qos=1) for n in range(burst)]
+            for info in infos:
+                info.wait_for_publish(120)
+            published = time.monotonic() - t0
+        else:
+            rate = devices * (EVENTS_PER_DEVICE + STATES_PER_DEVICE)
+            n = 0
+            next_sample = t0 + 1
+            while time.monotonic() - t0 < seconds:
+                due = int((time.monotonic() - t0) * rate)
+                while n < due:
+                    client.publish(*fleet.message(n), qos=1)
+                    n += 1
+                if time.monotonic() >= next_sample:
+                    backlog.append(fleet.sent_events - stored(db))
+                    next_sample += 1
+                time.sleep(0.01)
+            published = time.monotonic() - t0
+        t_pub = time.monotonic()
+        while stored(db) < fleet.sent_events:
+            if time.monotonic() - t_pub > 300:
+                raise RuntimeError(f"recorder fell behind: {stored(db)} of {fleet.sent_events} after 5 min")
+            time.sleep(0.02)
+        elapsed = time.monotonic() - t0
+        _, cpu1 = proc_figures(rec.pid)
+        rec.terminate()
+        rec.wait(30)
+        client.disconnect()
+        client.loop_stop()
+        broker.stop()
+        messages = fleet.sent_events * (1 + STATES_PER_DEVICE / EVENTS_PER_DEVICE)
+        if mode == "burst":
+            figures["burst_messages_per_s"] = burst / elapsed
+            figures["burst_events_per_s"] = fleet.sent_events / elapsed
+            figures["burst_publish_s"] = published
+            figures["burst_cpu_ms_per_1000"] = (cpu1 - cpu0) / burst * 1e6
+        else:
+            figures["fleet_messages_per_s"] = messages / published
+            figures["fleet_events"] = fleet.sent_events
+            figures["fleet_backlog_max"] = max(backlog, default=0)
+            figures["fleet_drain_s"] = elapsed - published
+            figures["fleet_cpu_share"] = (cpu1 - cpu0) / elapsed
+    return figures
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the fleet run")
+    p.add_argument("--devices", type=int, default=200)
+    p.add_argument("--burst", type=int, default=20000, help="messages in the flat-out run")
+    p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument("--inflight", type=int, default=20, help="mosquitto's max_inflight_messages (its default: 20)")
+    args = p.parse_args()
+    os.sched_setaffinity(0, {0})
+    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; max_inflight_messages {args.inflight}; "
+          f"{args.devices} devices need "
+          f"{args.devices * (EVENTS_PER_DEVICE + STATES_PER_DEVICE):.0f} messages/s "
+          f"({args.devices * EVENTS_PER_DEVICE:.0f} events/s)")
+    print("| backend | flat out: messages/s (events/s) | CPU ms per 1000 messages | "
+          f"fleet of {args.devices}: messages/s offered | max backlog (events) | drained after the last publish | recorder CPU, fleet |")
+    print("|---|---|---|---|---|---|---|")
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            server = None
+            if backend == "postgres":
+                server = Postgres(durable=True)  # the tests run it with fsync off; this measures durable commits
+                server.start()
+                db = server.create_database("bench")
+            else:
+                db = "sqlite"
+            try:
+                f = run(db, Path(tmp), args.devices, args.burst, args.seconds, args.inflight)
+            finally:
+                if server:
+                    server.stop()
+        print(f"| {backend} | {f['burst_messages_per_s']:.0f} ({f['burst_events_per_s']:.0f}) | "
+              f"{f['burst_cpu_ms_per_1000']:.0f} | {f['fleet_messages_per_s']:.0f} | {f['fleet_backlog_max']:.0f} | "
+              f"{f['fleet_drain_s']:.2f} s | {f['fleet_cpu_share']:.0%} of a core |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
