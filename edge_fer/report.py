@@ -176,8 +176,9 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
         totals = tl.totals()
         whole = sum(totals)
         main = max(range(len(EMOTIONS)), key=lambda k: totals[k]) if whole else None
-        head = f"{tl.device}: {tl.tracks} face{'' if tl.tracks == 1 else 's'} tracked, {whole / 60:.1f} face-minutes" + (
-            f", mostly {EMOTIONS[main]} ({totals[main] / whole:.0%})" if main is not None else ", no faces")
+        mostly = f", mostly {EMOTIONS[main]} ({totals[main] / whole:.0%})" if main is not None else ", no faces"
+        head = (f"{tl.device}: {tl.tracks} face{'' if tl.tracks == 1 else 's'} tracked, "
+                f"{whole / 60:.1f} face-minutes{mostly}")
         d.text((left, y0 - 26), head, fill="black", font=f_text)
         d.rectangle([left, y0, left + plot_w, y1], outline=(120, 120, 120))
         for frac in (0.25, 0.5, 0.75):

@@ -7,9 +7,8 @@ import json
 import logging
 import re
 import sqlite3
-from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edge_fer.errors import EXIT_INPUT, EdgeFerError
@@ -30,9 +29,8 @@ class MalformedMessage(ValueError):
     """A message on an events or state topic that is not what edge-fer publishes."""
 
 
-@dataclass(frozen=True)
-class EventRow:
-    """One event as stored (README: The recorder's schema)."""
+class EventRow(NamedTuple):
+    """One event as stored (README: The schema); a tuple, as the drivers take it."""
 
     device: str
     run_id: str
@@ -61,8 +59,7 @@ class EventRow:
     detector_score: float | None
 
 
-@dataclass(frozen=True)
-class StateRow:
+class StateRow(NamedTuple):
     """The compact part of one state message: how many faces, the dominant emotion, the camera."""
 
     device: str
@@ -75,8 +72,8 @@ class StateRow:
     fps: float
 
 
-EVENT_COLUMNS = tuple(f.name for f in fields(EventRow))
-STATE_COLUMNS = tuple(f.name for f in fields(StateRow))
+EVENT_COLUMNS = EventRow._fields
+STATE_COLUMNS = StateRow._fields
 
 # Each version is the statements that take the schema from the one before to it; `{id}` and `{real}`
 # are the backend's auto-increment key and double type. Never edit a released version: add one.
@@ -280,11 +277,10 @@ class Store:
             added = 0
             if events:
                 # Both drivers sum executemany's row counts; a skipped duplicate counts 0.
-                cur.executemany(self._insert("events", EVENT_COLUMNS, "device, run_id, seq"),
-                                [astuple(r) for r in events])
+                cur.executemany(self._insert("events", EVENT_COLUMNS, "device, run_id, seq"), events)
                 added = cur.rowcount
             if states:
-                cur.executemany(self._insert("states", STATE_COLUMNS, "device, ts"), [astuple(r) for r in states])
+                cur.executemany(self._insert("states", STATE_COLUMNS, "device, ts"), states)
             self.conn.commit()
             return added
         except self._errors as e:
