@@ -233,8 +233,15 @@ class Store:
     def _sql(self, text: str) -> str:
         return text.replace("?", self._ph)
 
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except self._errors:  # a connection that is gone has nothing to roll back
+            pass
+
     def fail(self, what: str, e: Exception) -> StoreError:
-        """A one-line StoreError for a driver error, with no password in it."""
+        """A one-line StoreError for a driver error (its transaction rolled back), with no password in it."""
+        self._rollback()
         detail = " ".join(str(e).split()) or type(e).__name__
         if self._secret:
             detail = detail.replace(self._secret, "***")
@@ -249,7 +256,7 @@ class Store:
             cur.execute("SELECT MAX(version) FROM schema_version")
             found = cur.fetchone()[0] or 0
             if found > SCHEMA_VERSION:
-                self.conn.rollback()
+                self._rollback()
                 raise StoreError(f"{self.name}: schema version {found} is newer than this edge-fer knows "
                                  f"({SCHEMA_VERSION}); upgrade edge-fer")
             for version in range(found + 1, SCHEMA_VERSION + 1):
@@ -260,7 +267,6 @@ class Store:
             self.conn.commit()
             return found
         except self._errors as e:
-            self.conn.rollback()
             raise self.fail("cannot create the schema", e) from None
 
     def _lock(self, cur: Any) -> None:
@@ -284,7 +290,6 @@ class Store:
             self.conn.commit()
             return added
         except self._errors as e:
-            self.conn.rollback()
             raise self.fail("cannot write", e) from None
 
     def _insert(self, table: str, columns: tuple[str, ...], key: str) -> str:
@@ -303,7 +308,6 @@ class Store:
             self.conn.commit()
             return n
         except self._errors as e:
-            self.conn.rollback()
             raise self.fail("cannot prune", e) from None
 
     def _where(self, device: str | None, since: float | None) -> tuple[str, list[Any]]:

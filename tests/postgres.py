@@ -6,6 +6,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +26,10 @@ def _bin(name: str) -> str | None:
         return found
     versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
     return versions[-1] if versions else None
+
+
+class PortTaken(RuntimeError):
+    """Someone else took the port between choosing it and the server binding it."""
 
 
 class Postgres:
@@ -59,25 +64,36 @@ class Postgres:
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> "Postgres":
-        """initdb (password auth) and start; wait until it accepts a connection."""
-        import psycopg
-
-        data = self.dir / "data"
+        """initdb (password auth) and run."""
         pwfile = self.dir / "pw"
         pwfile.write_text(PASSWORD + "\n")
         if self.user:
             os.chown(pwfile, pwd.getpwnam(self.user).pw_uid, -1)
-        subprocess.run([self.initdb, "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+        subprocess.run([self.initdb, "-D", str(self.dir / "data"), "-U", "postgres", "--auth=scram-sha-256",
                         f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8", "--locale=C"], user=self.user,
                        check=True, capture_output=True, timeout=120)
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen([self.server, "-D", str(data), "-p", str(self.port), "-k", str(self.dir),
+        for _ in range(3):
+            try:
+                return self.run()
+            except PortTaken:  # a free port can be taken by any outgoing connection before the server binds it
+                self.port = free_port()
+        return self.run()
+
+    def run(self) -> "Postgres":
+        """Start the server on the initialized directory; wait until it accepts a connection."""
+        import psycopg
+
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen([self.server, "-D", str(self.dir / "data"), "-p", str(self.port), "-k", str(self.dir),
                                           "-c", "listen_addresses=127.0.0.1",
                                           "-c", f"fsync={'on' if self.durable else 'off'}"],
                                          user=self.user, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "Address already in use" in self.log.read_text():
+                    self.log.write_text("")
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"postgres exited: {self.log.read_text()[-1000:]}")
             try:
                 psycopg.connect(self.url(), connect_timeout=2).close()
@@ -95,30 +111,36 @@ class Postgres:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def stop(self) -> None:
-        """Stop the server and remove its directory."""
+    def stop(self, remove: bool = True) -> None:
+        """Stop the server (a fast shutdown: open connections are cut) and, unless `remove=False`, its directory."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """One server for the test session; skipped with the reason where it cannot run."""
+def started_server() -> Postgres:
+    """A running server of its own, or the test is skipped with the reason."""
     try:
         server = Postgres()
     except FileNotFoundError as e:
         pytest.skip(f"PostgreSQL cannot run here: {e}")
     try:
-        server.start()
+        return server.start()
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         server.stop()
         pytest.skip(f"PostgreSQL cannot run here: {e}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One server for the test session."""
+    server = started_server()
     yield server
     server.stop()
 

@@ -22,7 +22,7 @@ from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from edge_fer.store import EMOTIONS, SCHEMA_VERSION, open_store
 from tests.broker import Broker
 from tests.conftest import ROOT
-from tests.postgres import PASSWORD, db, postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.postgres import PASSWORD, db, postgres_server, postgres_url, started_server  # noqa: F401  (fixtures)
 from tests.test_daemon import _blinking_video, finish, pytestmark, start_daemon, write_config  # noqa: F401
 
 
@@ -158,7 +158,8 @@ def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker:
 def test_same_seq_in_another_run_is_a_new_event(tmp_path: Path, broker: Broker) -> None:
     db = str(tmp_path / "e.db")
     rec = Recorder(tmp_path, db, broker.port)
-    publish(broker.port, [("edge_fer/cam1/events", event(1, run_id="r1")), ("edge_fer/cam1/events", event(1, run_id="r2")),
+    publish(broker.port, [("edge_fer/cam1/events", event(1, run_id="r1")),
+                          ("edge_fer/cam1/events", event(1, run_id="r2")),
                           ("edge_fer/cam2/events", event(1, device="cam2", run_id="r1")),
                           ("edge_fer/cam1/events", event(2, run_id=None))])
     assert wait(lambda: len(seqs(db)) == 4, 20)
@@ -199,6 +200,26 @@ def test_shared_subscription_splits_the_load_into_one_postgres(tmp_path: Path, b
         stored.append(int(log.rsplit("stopped: ", 1)[1].split(" ")[0]))
     assert sum(stored) == 200 and min(stored) > 0, stored  # each message went to one recorder
     assert seqs(postgres_url, "cam1") == list(range(1, 101)) and seqs(postgres_url, "cam2") == list(range(1, 101))
+
+
+def test_postgres_restart_is_retried_and_loses_nothing(tmp_path: Path, broker: Broker) -> None:
+    server = started_server()  # its own, to restart without disturbing the other tests
+    try:
+        url = server.create_database("outage")
+        rec = Recorder(tmp_path, url, broker.port)
+        publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 11)])
+        assert wait(lambda: len(seqs(url)) == 10, 20)
+        server.stop(remove=False)
+        publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(11, 21)])
+        rec.wait_log("nothing is acknowledged until it is stored", 20)
+        server.run()
+        rec.wait_log("writing again", 60)
+        assert wait(lambda: len(seqs(url)) == 20, 20)
+        code, log = rec.stop()
+        assert code == EXIT_OK and seqs(url) == list(range(1, 21))
+    finally:
+        server.stop()
+    assert "Traceback" not in log and PASSWORD not in log
 
 
 def test_retention_prunes_old_rows(tmp_path: Path, broker: Broker, db: str) -> None:
