@@ -173,7 +173,6 @@ class MqttSubscriber:
         """`session_expiry` (seconds): how long the broker keeps the session and its messages while we are away."""
         self.cfg = cfg
         self.topics = topics
-        self.connected = threading.Event()
         self._state = "connecting"
         self._on_message_cb = on_message
         self._session_expiry = session_expiry
@@ -187,6 +186,8 @@ class MqttSubscriber:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_connect_fail = lambda client, userdata: self._enter(
+            "unreachable", logging.WARNING, f"MQTT broker {cfg.host}:{cfg.port} not reachable; retrying")
 
     def _enter(self, state: str, level: int, text: str) -> None:
         if state != self._state:
@@ -203,7 +204,6 @@ class MqttSubscriber:
         self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} ({resumed} "
                                                "session)")
         client.subscribe([(t, 1) for t in self.topics])
-        self.connected.set()
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any,
                       ) -> None:
@@ -214,7 +214,6 @@ class MqttSubscriber:
             log.info("subscribed to %s", ", ".join(self.topics))
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self.connected.clear()
         if self._state == "connected" and (reason.is_failure or reason.value != 0):
             self._enter("lost", logging.WARNING, f"MQTT connection to {self.cfg.host}:{self.cfg.port} lost "
                                                  f"({reason}); the broker keeps our messages until it is back")
@@ -240,4 +239,3 @@ class MqttSubscriber:
         """Disconnect; the session and anything unacknowledged stay with the broker."""
         self._client.disconnect()
         self._client.loop_stop()
-        self.connected.clear()

@@ -17,8 +17,8 @@ from edge_fer.cli import _Parser, _setup_logging
 from edge_fer.config import load
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
 from edge_fer.mqtt import Incoming, MqttSubscriber
-from edge_fer.store import EventRow, MalformedMessage, StateRow, Store, StoreError, event_row, open_store, \
-    parse_time, state_row
+from edge_fer.store import (EventRow, MalformedMessage, StateRow, Store, StoreError, event_row, is_url, open_store,
+                            parse_time, state_row)
 
 log = logging.getLogger(__name__)
 
@@ -283,11 +283,6 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INPUT
     print(f"wrote {args.out}", file=out)
     return EXIT_OK
-
-
-def is_url(db: str) -> bool:
-    """A database given as a URL rather than a path."""
-    return "://" in db
 
 
 def main(argv: list[str], out: TextIO, err: TextIO) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Protocol
@@ -194,7 +193,7 @@ def state_row(device: str, payload: bytes, received: float) -> StateRow:
 
 def redact(db: str) -> str:
     """The database as it may be shown: a URL's password (in the authority or the query) replaced by ***."""
-    if "://" not in db:
+    if not is_url(db):
         return db
     parts = urlsplit(db)
     netloc = parts.netloc
@@ -206,32 +205,57 @@ def redact(db: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def is_url(db: str) -> bool:
+    """A database given as a URL rather than a path."""
+    return "://" in db
+
+
 def is_postgres(db: str) -> bool:
     """True for a postgresql:// (or postgres://) URL."""
     return db.startswith(("postgresql://", "postgres://"))
 
 
 class _Connection(Protocol):
+    """What Store needs of a DB-API connection."""
+
     def cursor(self) -> Any: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
     def close(self) -> None: ...
 
 
+class Dialect(NamedTuple):
+    """How SQL differs between the two databases."""
+
+    placeholder: str
+    id: str  # an auto-increment primary key
+    real: str
+    lock: str  # takes a lock for the current transaction, so migrations run one at a time
+
+
+SQLITE = Dialect("?", "INTEGER PRIMARY KEY", "REAL", "BEGIN IMMEDIATE")
+POSTGRES = Dialect("%s", "BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION", "SELECT pg_advisory_xact_lock(7411)")
+
+
+def _detail(e: Exception, secret: str) -> str:
+    """A driver's message on one line, with no password in it."""
+    detail = " ".join(str(e).split()) or type(e).__name__
+    return detail.replace(secret, "***") if secret else detail
+
+
 class Store:
     """A database of events and states, with the schema at SCHEMA_VERSION; one connection, one thread."""
 
-    def __init__(self, conn: _Connection, placeholder: str, types: dict[str, str], name: str,
-                 errors: tuple[type[Exception], ...], secret: str = "") -> None:
+    def __init__(self, conn: _Connection, name: str, dialect: Dialect, errors: tuple[type[Exception], ...],
+                 secret: str = "") -> None:
         self.conn = conn
         self.name = name
-        self._ph = placeholder
-        self._types = types
+        self._dialect = dialect
         self._errors = errors
         self._secret = secret
 
     def _sql(self, text: str) -> str:
-        return text.replace("?", self._ph)
+        return text.replace("?", self._dialect.placeholder)
 
     def _rollback(self) -> None:
         try:
@@ -239,19 +263,16 @@ class Store:
         except self._errors:  # a connection that is gone has nothing to roll back
             pass
 
-    def fail(self, what: str, e: Exception) -> StoreError:
+    def _fail(self, what: str, e: Exception) -> StoreError:
         """A one-line StoreError for a driver error (its transaction rolled back), with no password in it."""
         self._rollback()
-        detail = " ".join(str(e).split()) or type(e).__name__
-        if self._secret:
-            detail = detail.replace(self._secret, "***")
-        return StoreError(f"{self.name}: {what}: {detail}")
+        return StoreError(f"{self.name}: {what}: {_detail(e, self._secret)}")
 
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the version found before. A newer schema is refused."""
         try:
             cur = self.conn.cursor()
-            self._lock(cur)
+            cur.execute(self._dialect.lock)  # one migration at a time when recorders share a database
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             cur.execute("SELECT MAX(version) FROM schema_version")
             found = cur.fetchone()[0] or 0
@@ -261,20 +282,13 @@ class Store:
                                  f"({SCHEMA_VERSION}); upgrade edge-fer")
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version - 1]:
-                    cur.execute(statement.format(**self._types))
+                    cur.execute(statement.format(id=self._dialect.id, real=self._dialect.real))
                 cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
                 log.info("%s: schema migrated to version %d", self.name, version)
             self.conn.commit()
             return found
         except self._errors as e:
-            raise self.fail("cannot create the schema", e) from None
-
-    def _lock(self, cur: Any) -> None:
-        """Serialize migrations between recorders sharing one database."""
-        if self._ph == "%s":
-            cur.execute("SELECT pg_advisory_xact_lock(7411)")  # released at commit or rollback
-        else:
-            cur.execute("BEGIN IMMEDIATE")
+            raise self._fail("cannot create the schema", e) from None
 
     def write(self, events: list[EventRow], states: list[StateRow]) -> int:
         """Insert in one transaction, skipping rows already there; returns the events newly stored."""
@@ -290,7 +304,7 @@ class Store:
             self.conn.commit()
             return added
         except self._errors as e:
-            raise self.fail("cannot write", e) from None
+            raise self._fail("cannot write", e) from None
 
     def _insert(self, table: str, columns: tuple[str, ...], key: str) -> str:
         marks = ", ".join("?" * len(columns))
@@ -308,7 +322,7 @@ class Store:
             self.conn.commit()
             return n
         except self._errors as e:
-            raise self.fail("cannot prune", e) from None
+            raise self._fail("cannot prune", e) from None
 
     def _where(self, device: str | None, since: float | None) -> tuple[str, list[Any]]:
         terms, args = [], []
@@ -339,7 +353,7 @@ class Store:
             cur.execute(self._sql(sql), args)
             return cur
         except self._errors as e:
-            raise self.fail("cannot read", e) from None
+            raise self._fail("cannot read", e) from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -364,7 +378,7 @@ def _sqlite(path: str, create: bool) -> Store:
         conn.execute("PRAGMA busy_timeout=10000")
     except sqlite3.Error as e:
         raise StoreError(f"{path}: cannot open the database: {e}") from None
-    return Store(conn, "?", {"id": "INTEGER PRIMARY KEY", "real": "REAL"}, path, (sqlite3.Error,))
+    return Store(conn, path, SQLITE, (sqlite3.Error,))
 
 
 def _postgres(url: str) -> Store:
@@ -377,20 +391,16 @@ def _postgres(url: str) -> Store:
     try:
         conn = psycopg.connect(url, connect_timeout=10)
     except (psycopg.Error, ValueError) as e:
-        detail = " ".join(str(e).split())
-        if secret:
-            detail = detail.replace(secret, "***")
-        raise StoreError(f"{shown}: cannot connect: {detail}") from None
-    return Store(conn, "%s", {"id": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"}, shown,
-                 (psycopg.Error,), secret)
+        raise StoreError(f"{shown}: cannot connect: {_detail(e, secret)}") from None
+    return Store(conn, shown, POSTGRES, (psycopg.Error,), secret)
 
 
 def open_store(db: str, create: bool = True) -> Store:
     """A SQLite path or a postgresql:// URL, migrated to SCHEMA_VERSION (`create=False`: must exist)."""
-    if "://" in db and not is_postgres(db):
-        raise StoreError(f"{redact(db)}: not a SQLite path or a postgresql:// URL")
-    if re.fullmatch(r"\s*", db):
+    if not db.strip():
         raise StoreError("--db is empty")
+    if is_url(db) and not is_postgres(db):
+        raise StoreError(f"{redact(db)}: not a SQLite path or a postgresql:// URL")
     store = _postgres(db) if is_postgres(db) else _sqlite(db, create)
     try:
         store.migrate()

@@ -23,7 +23,10 @@ from edge_fer.store import EMOTIONS, SCHEMA_VERSION, open_store
 from tests.broker import Broker
 from tests.conftest import ROOT
 from tests.postgres import PASSWORD, db, postgres_server, postgres_url, started_server  # noqa: F401  (fixtures)
-from tests.test_daemon import _blinking_video, finish, pytestmark, start_daemon, write_config  # noqa: F401
+from tests.test_daemon import _blinking_video, finish, start_daemon, write_config
+from tests.test_daemon import pytestmark as needs_mosquitto
+
+pytestmark = needs_mosquitto
 
 
 def event(seq: int, device: str = "cam1", kind: str = "start", track: int = 1, emotion: str = "happy",
