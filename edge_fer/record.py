@@ -193,7 +193,7 @@ def _ago(seconds: float) -> str:
     return f"{seconds / UNITS[unit]:g}{unit}"
 
 
-def run_record(args: argparse.Namespace, err: TextIO) -> int:
+def run_record(args: argparse.Namespace) -> int:
     """Record until SIGTERM or SIGINT."""
     cfg = load(args.config, args.set)
     _setup_logging(cfg.logging.level)
@@ -290,7 +290,7 @@ def main(argv: list[str], out: TextIO, err: TextIO) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "record":
-            return run_record(args, err)
+            return run_record(args)
         return run_report(args, out, err)
     except EdgeFerError as e:
         print(f"edge-fer: {e}", file=err)
