@@ -132,11 +132,26 @@ def write_csv(timelines: list[Timeline], out: TextIO) -> None:
                         *(f"{s:.4f}" for s in tl.shares(i))])
 
 
+def step_name(seconds: float) -> str:
+    """'minute', '5 minutes', '30 seconds': one bucket in words."""
+    n, unit = (seconds / 60, "minute") if seconds % 60 == 0 else (seconds, "second")
+    return unit if n == 1 else f"{n:g} {unit}s"
+
+
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow before 10.1: the bitmap font, one size
         return ImageFont.load_default()
+
+
+def _merge_factor(bucket: float, n: int, bars: float) -> int:
+    """How many buckets make one bar so that n buckets fit in `bars`: a round step (minutes, hours, days)."""
+    for minutes in TICK_MINUTES:
+        factor = minutes * 60 / bucket
+        if factor >= 1 and factor == int(factor) and n / factor <= bars:
+            return int(factor)
+    return max(1, math.ceil(n / bars))
 
 
 def _merged(tl: Timeline, factor: int) -> list[list[float]]:
@@ -151,7 +166,7 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
     left, right, panel_h, gap = 70, 70, 190, 70
     plot_w = width - left - right
     n = max(len(tl.seconds) for tl in timelines)
-    factor = max(1, math.ceil(n / (plot_w / 2)))  # at least 2 px per bar
+    factor = _merge_factor(timelines[0].bucket, n, plot_w / 2)  # at least 2 px a bar
     bucket = timelines[0].bucket * factor
     top = 90
     height = top + len(timelines) * (panel_h + gap) + 40
@@ -165,8 +180,6 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
         x += 30 + int(d.textlength(e, font=f_text))
     d.line([x + 10, 63, x + 34, 63], fill="black", width=2)
     d.text((x + 40, 55), "faces in view (right axis)", fill="black", font=f_text)
-    span = bucket / 60
-    every = f"{span:g} minute" + ("" if span == 1 else "s")
     for p, tl in enumerate(timelines):
         y0 = top + p * (panel_h + gap) + 30
         y1 = y0 + panel_h
@@ -217,7 +230,7 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
             d.text((tx, y1 + 7), label, fill="black", font=f_small, anchor="mt")
             tick += step
     d.text((left, height - 28), f"UTC, from {utc_iso(timelines[0].start)[:16].replace('T', ' ')}; each bar is "
-           f"{every}: the share of face time per emotion; the line is the average number of faces in view.",
+           f"{step_name(bucket)}: the share of face time per emotion; the line is the average number of faces in view.",
            fill=(60, 60, 60), font=f_small)
     return img
 
@@ -249,12 +262,13 @@ def html_page(timelines: list[Timeline], title: str) -> str:
                 rows.append(f"<tr><td>{esc(tl.device)}</td><td>{utc_iso(tl.start + i * tl.bucket)[:16]}</td>"
                             f"<td>{tl.faces(i):.2f}</td>{cells}</tr>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}")
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
+             "img{max-width:100%}")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
             f"<style>{style}</style></head><body>\n<h1>{esc(title)}</h1>\n"
             f"<img alt=\"emotion timeline per device\" src=\"data:image/png;base64,{picture}\">\n"
             f"<h2>Totals: share of face time per emotion</h2>\n<table><tr><th>device</th><th>events</th>"
             f"<th>faces tracked</th><th>face-minutes</th>{heads}</tr>\n" + "\n".join(totals) + "</table>\n"
-            f"<h2>Per {timelines[0].bucket / 60:g} minute (UTC), minutes with faces</h2>\n<table><tr><th>device</th>"
+            f"<h2>Each {step_name(timelines[0].bucket)} with faces (UTC)</h2>\n<table><tr><th>device</th>"
             f"<th>from</th><th>faces in view</th>{heads}</tr>\n" + "\n".join(rows) + "</table>\n"
             "<p>No images are stored: only labels and scores.</p></body></html>\n")

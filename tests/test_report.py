@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import math
 import re
 from pathlib import Path
 
@@ -133,3 +134,13 @@ def test_output_that_cannot_be_written_and_nothing_to_report(tmp_path: Path) -> 
     open_store(empty).close()
     code, _, err = run("report", "--db", empty, "--out", str(tmp_path / "r.png"))
     assert code == EXIT_INPUT and "no events to report" in err and not (tmp_path / "r.png").exists()
+
+
+def test_long_spans_merge_into_round_steps(tmp_path: Path) -> None:
+    from edge_fer.report import _merge_factor, step_name
+
+    assert _merge_factor(60, 90, 565) == 1  # 90 one-minute bars fit
+    assert _merge_factor(60, 3 * 1440, 565) == 10  # three days: ten-minute bars
+    assert _merge_factor(300, 3 * 288, 565) == 2  # of five-minute buckets
+    assert _merge_factor(60, 10**9, 565) == math.ceil(10**9 / 565)  # beyond monthly bars: whatever fits
+    assert (step_name(60), step_name(600), step_name(30)) == ("minute", "10 minutes", "30 seconds")
