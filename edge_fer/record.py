@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 BATCH = 500  # messages per transaction at most
+INBOX_LIMIT = 100_000  # messages waiting for the database; only QoS 0 ones can pile up this far
 PRUNE_EVERY = 3600.0  # seconds between retention passes
 REPORT_SUFFIXES = (".png", ".html", ".csv")
 
@@ -82,11 +83,16 @@ class Recorder:
         self.db = db
         self.prefix = prefix.rstrip("/") + "/"
         self.inbox: queue.Queue[Incoming] = queue.Queue()
-        self.stored = self.duplicates = self.malformed = self.states = 0
+        self.stored = self.duplicates = self.malformed = self.states = self.dropped = 0
         self.failing = False
 
     def put(self, msg: Incoming) -> None:
-        """Called on the MQTT thread for each message; the broker's in-flight window bounds this queue."""
+        """Called on the MQTT thread for each message; QoS 1 ones are bounded by the broker's in-flight window."""
+        if self.inbox.qsize() >= INBOX_LIMIT:
+            self.dropped += 1  # not acknowledged: a QoS 1 message comes again on the next connection
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%d messages wait for the database: %d dropped so far", INBOX_LIMIT, self.dropped)
+            return
         self.inbox.put(msg)
 
     def parse(self, msg: Incoming, received: float) -> EventRow | StateRow | None:

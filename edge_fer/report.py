@@ -49,6 +49,7 @@ class Timeline:
 
     def add(self, t0: float, t1: float, emotion: int) -> None:
         """Count [t0, t1) of one face showing `emotion`, split across buckets."""
+        t0 = max(t0, self.start)  # a frame time a few ms before the device's first one
         while t0 < t1:
             i = int((t0 - self.start) // self.bucket)
             while i >= len(self.seconds):
@@ -60,50 +61,46 @@ class Timeline:
 
 def build(rows: Iterable[tuple[Any, ...]], bucket: float, progress: Callable[[int], None] | None = None,
           ) -> list[Timeline]:
-    """Timelines from rows of REPORT_COLUMNS ordered by device then time; every device on one time grid."""
+    """Timelines from rows of REPORT_COLUMNS ordered by device then time, all on one time grid.
+
+    A face counts with the emotion of its latest start or change until its next change or end; a track
+    that never ended (the daemon was killed) stops counting at its last event. Memory grows with the
+    buckets, not the rows.
+    """
     index = {e: i for i, e in enumerate(EMOTIONS)}
-    # First pass: each track's intervals; a track with no end (the daemon was killed) ends at its last event.
-    per_device: dict[str, list[tuple[float, float, int]]] = {}
-    counts: dict[str, list[int]] = {}
-    open_: dict[tuple[str, str, int], tuple[float, int]] = {}
-    last: dict[tuple[str, str, int], float] = {}
-    first_t = math.inf
+    timelines: dict[str, Timeline] = {}
+    open_: dict[tuple[str, int], tuple[float, int]] = {}  # the current device's (run, track): since, emotion
     for n, (device, run_id, kind, track, emotion, ts, frame_ts) in enumerate(rows, 1):
-        c = counts.setdefault(device, [0, 0, 0])
-        spans = per_device.setdefault(device, [])
-        c[0] += 1
         if progress and n % 1000 == 0:
             progress(n)
+        tl = timelines.get(device)
+        if tl is None:
+            tl = timelines[device] = Timeline(device, math.nan, bucket)
+            open_.clear()
+        tl.events += 1
         if kind == "image":
-            c[2] += 1
+            tl.photos += 1
             continue
-        t = frame_ts if frame_ts is not None and kind != "end" else ts
-        key = (device, run_id, track)
-        first_t = min(first_t, t)
+        t = ts if kind == "end" or frame_ts is None else frame_ts
+        if math.isnan(tl.start):
+            tl.start = math.floor(t / bucket) * bucket
+        key = (run_id, track)
         if key in open_:
             since, label = open_.pop(key)
-            spans.append((since, max(since, t), label if kind != "end" else index[emotion]))
+            tl.add(since, t, index[emotion] if kind == "end" else label)
         if kind == "start":
-            c[1] += 1
+            tl.tracks += 1
         if kind != "end":
             open_[key] = (t, index[emotion])
-        last[key] = t
-    for key, (since, label) in open_.items():
-        per_device[key[0]].append((since, last[key], label))
-    if not per_device:
-        return []
-    start = math.floor(first_t / bucket) * bucket if first_t < math.inf else 0.0
-    timelines = []
-    for device, spans in per_device.items():
-        tl = Timeline(device, start, bucket, tracks=counts[device][1], events=counts[device][0],
-                      photos=counts[device][2])
-        for t0, t1, label in spans:
-            tl.add(t0, t1, label)
-        timelines.append(tl)
-    end = max(len(tl.seconds) for tl in timelines)
-    for tl in timelines:  # one grid for all devices
-        tl.seconds += [[0.0] * len(EMOTIONS) for _ in range(end - len(tl.seconds))]
-    return timelines
+    known = [tl for tl in timelines.values() if not math.isnan(tl.start)]
+    start = min((tl.start for tl in known), default=0.0)
+    buckets = max((round((tl.start - start) / bucket) + len(tl.seconds) for tl in known), default=0)
+    for tl in timelines.values():  # one grid for all devices
+        lead = 0 if math.isnan(tl.start) else round((tl.start - start) / bucket)
+        tl.seconds = [[0.0] * len(EMOTIONS) for _ in range(lead)] + tl.seconds
+        tl.seconds += [[0.0] * len(EMOTIONS) for _ in range(buckets - len(tl.seconds))]
+        tl.start = start
+    return list(timelines.values())
 
 
 def summary(timelines: list[Timeline]) -> str:
