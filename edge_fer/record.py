@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import queue
 import re
 import signal
@@ -276,15 +278,19 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INPUT
     title = "edge-fer: emotions over time" + (f" on {args.device}" if args.device else "")
     suffix = target.suffix.lower()
+    partial = target.with_name(f".{target.name}.partial")  # renamed once complete: never a half-written report
     try:
         if suffix == ".csv":
-            with open(target, "w", newline="") as f:
+            with open(partial, "w", newline="") as f:
                 report.write_csv(timelines, f)
         elif suffix == ".png":
-            target.write_bytes(report.png_bytes(timelines, title))
+            partial.write_bytes(report.png_bytes(timelines, title))
         else:
-            target.write_text(report.html_page(timelines, title))
+            partial.write_text(report.html_page(timelines, title))
+        os.replace(partial, target)
     except OSError as e:
+        with contextlib.suppress(OSError):
+            partial.unlink()
         print(f"edge-fer: {args.out}: cannot write: {e.strerror or e}", file=err)
         return EXIT_INPUT
     print(f"wrote {args.out}", file=out)

@@ -248,13 +248,18 @@ def test_daemon_with_broker_restart_and_recorder_restart_loses_no_seq(tmp_path: 
     proc = start_daemon(write_config(tmp_path / "c.yaml", video, broker.port))
     try:
         assert wait(lambda: len(seqs(db)) >= 3, 40), "nothing recorded from the daemon"
+        broker_down = time.time()
         broker.stop(graceful=True)  # the broker restarts mid-run
-        time.sleep(3)  # the daemon queues, the recorder retries
+        rec.wait_log("connection to 127.0.0.1", 10)  # ... lost
+        time.sleep(3)  # the daemon makes events meanwhile
+        broker_up = time.time()
         broker.start()
         have = len(seqs(db))
         assert wait(lambda: len(seqs(db)) >= have + 3, 40), "nothing recorded after the broker restart"
+        rec_down = time.time()
         rec.kill()  # the recorder is killed mid-run and comes back a few events later
         time.sleep(5)
+        rec_up = time.time()
         rec = Recorder(tmp_path, db, broker.port, name="rec-again")
         code, err = finish(proc, 90)
         assert code == 0, err
@@ -268,6 +273,10 @@ def test_daemon_with_broker_restart_and_recorder_restart_loses_no_seq(tmp_path: 
     assert "(resumed session)" in log
     assert seqs(db) == list(range(1, sent + 1))  # every seq the daemon sent, once
     assert "lost" in err
+    with open_store(db, create=False) as store:
+        times = [ts for (ts,) in store.events(columns=("ts",))]
+    # Events made while the broker was down, and while the recorder was, are among them.
+    assert any(broker_down < t < broker_up for t in times) and any(rec_down < t < rec_up for t in times)
 
 
 def run(*argv: str) -> tuple[int, str, str]:
