@@ -218,7 +218,7 @@ def is_postgres(db: str) -> bool:
 class _Connection(Protocol):
     """What Store needs of a DB-API connection."""
 
-    def cursor(self) -> Any: ...
+    def cursor(self, *args: Any, **kwargs: Any) -> Any: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
     def close(self) -> None: ...
@@ -343,13 +343,19 @@ class Store:
                columns: tuple[str, ...] = EVENT_COLUMNS) -> Iterator[tuple[Any, ...]]:
         """Stored events, by device then time, as tuples of `columns`."""
         where, args = self._where(device, since)
-        cur = self._query(f"SELECT {', '.join(columns)} FROM events{where} ORDER BY device, ts, seq", args)
-        while rows := cur.fetchmany(5000):
-            yield from rows
-
-    def _query(self, sql: str, args: list[Any]) -> Any:
+        cur = self._query(f"SELECT {', '.join(columns)} FROM events{where} ORDER BY device, ts, seq", args,
+                          stream=True)
         try:
-            cur = self.conn.cursor()
+            while rows := cur.fetchmany(5000):
+                yield from rows
+        except self._errors as e:
+            raise self._fail("cannot read", e) from None
+
+    def _query(self, sql: str, args: list[Any], stream: bool = False) -> Any:
+        try:
+            # psycopg's default cursor fetches the whole result at once; a named one is read on the server.
+            cur = self.conn.cursor(name="edge_fer_events") if stream and self._dialect is POSTGRES else \
+                self.conn.cursor()
             cur.execute(self._sql(sql), args)
             return cur
         except self._errors as e:
