@@ -111,23 +111,32 @@ def _number(doc: dict[str, Any], key: str, optional: bool = False) -> float | No
     value = doc.get(key)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise MalformedMessage(f"{key} is not a number")
-    return float(value)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise MalformedMessage(f"{key} is not a number")
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise MalformedMessage(f"{key} is not a number") from None
 
 
 def _ints(doc: dict[str, Any], key: str, n: int) -> list[int]:
     value = doc.get(key)
+    # Within PostgreSQL's INTEGER: a value the database refuses would fail its whole batch, again and again.
     if not isinstance(value, list) or len(value) != n or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+            isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31 for v in value):
         raise MalformedMessage(f"{key} is not a list of {n} integers")
     return value
 
 
 def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
     value = doc.get(key, default)
-    if not isinstance(value, str) or len(value) > 200:
+    # What neither database could take (a NUL, a lone surrogate from a JSON escape) fails here, not the batch.
+    if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
         raise MalformedMessage(f"{key} is not a short string")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise MalformedMessage(f"{key} is not valid Unicode") from None
     return value
 
 

@@ -15,11 +15,13 @@ from typing import Any, Callable
 
 import paho.mqtt.client as paho
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_fer.cli import main
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE
-from edge_fer.store import EMOTIONS, SCHEMA_VERSION, open_store
+from edge_fer.store import EMOTIONS, SCHEMA_VERSION, MalformedMessage, event_row, open_store, state_row
 from tests.broker import Broker
 from tests.conftest import ROOT
 from tests.postgres import PASSWORD, db, postgres_server, postgres_url, started_server  # noqa: F401  (fixtures)
@@ -128,7 +130,8 @@ def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker:
                             {**event(32), "scores": {"happy": 1.0}}, {**event(33), "seq": "33"},
                             {**event(34), "type": "dance"}, {**event(35), "ts": "yesterday"},
                             {**event(36), "box": [1, 2, 3]}, {**event(37), "confidence": None},
-                            {**event(38), "emotion": "x" * 100000}]
+                            {**event(38), "emotion": "x" * 100000}, {**event(39), "box": [0, 0, 2**40, 1]},
+                            {**event(41), "run_id": "a\x00b"}, {**event(42), "camera": 1, "run_id": "\ud800"}]
     photo = {**event(40, kind="image"), "image": "/home/someone/private.jpg", "face_index": 0}
     del photo["track_id"]
     state = {"device": "cam1", "run_id": "run-a", "camera": "ok", "faces": 2, "dominant_emotion": "happy",
@@ -144,7 +147,7 @@ def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker:
     assert code == EXIT_OK, log
     assert seqs(db) == list(range(1, 31)) + [40]
     assert "Traceback" not in log
-    assert "31 events stored, 5 duplicates skipped, 11 malformed messages, 2 state messages" in log
+    assert "31 events stored, 5 duplicates skipped, 14 malformed messages, 2 state messages" in log
     with open_store(db, create=False) as store:
         cur = store.conn.cursor()
         cur.execute("SELECT device, run_id, type, track_id, emotion, happy, box_w, frame_w, ts FROM events "
@@ -277,6 +280,33 @@ def test_daemon_with_broker_restart_and_recorder_restart_loses_no_seq(tmp_path: 
         times = [ts for (ts,) in store.events(columns=("ts",))]
     # Events made while the broker was down, and while the recorder was, are among them.
     assert any(broker_down < t < broker_up for t in times) and any(rec_down < t < rec_up for t in times)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+                           lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=5), max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@example(kind="events", key="confidence", value=10**400, drop=False)
+@example(kind="events", key="run_id", value="\ud800", drop=False)
+@given(kind=st.sampled_from(["events", "state"]), key=st.sampled_from(sorted(event(1)) + ["faces", "camera"]),
+       value=JSON_VALUES, drop=st.booleans())
+def test_any_change_to_a_message_is_stored_or_malformed_and_a_stored_row_fits_the_database(
+        tmp_path_factory: pytest.TempPathFactory, kind: str, key: str, value: Any, drop: bool) -> None:
+    doc = event(1) if kind == "events" else {"device": "cam1", "camera": "ok", "faces": 1, "dominant_emotion": None,
+                                             "fps": 15.0, "ts": "2026-11-27T09:00:00.000Z"}
+    if drop:
+        doc.pop(key, None)
+    else:
+        doc[key] = value
+    payload = json.dumps(doc).encode()
+    try:
+        row = (event_row if kind == "events" else state_row)("cam1", payload, 0.0)
+    except MalformedMessage:
+        return
+    with open_store(str(tmp_path_factory.mktemp("fuzz") / "e.db")) as store:
+        store.write(*(([row], []) if kind == "events" else ([], [row])))
 
 
 def run(*argv: str) -> tuple[int, str, str]:
