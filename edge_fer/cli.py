@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     """Run the command; returns the exit status (see README) and never raises for bad input."""
     out = out or sys.stdout
     err = err or sys.stderr
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["record"], ["report"]):
+        from edge_fer.record import main as record_main
+
+        return record_main(argv, out, err)
     try:
         quiet_native_logs()
         args = build_parser().parse_args(argv)

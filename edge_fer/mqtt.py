@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -300,3 +301,99 @@ class MqttPublisher:
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
+
+
+def _authenticate(client: paho.Client, cfg: MqttConfig) -> None:
+    """Username, password and TLS from the config."""
+    password = resolve_password(cfg)
+    if cfg.username or password:
+        client.username_pw_set(cfg.username or None, password)
+    if cfg.tls:
+        client.tls_set(ca_certs=cfg.ca_certs or None, certfile=cfg.certfile or None, keyfile=cfg.keyfile or None)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One received message, to be acknowledged with MqttSubscriber.ack once it is safely kept."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int  # which connection brought it: a packet id means nothing on the next one
+
+
+class MqttSubscriber:
+    """A durable MQTT 5 subscriber: a persistent session under a fixed client id, QoS 1, acknowledged by hand."""
+
+    def __init__(self, cfg: MqttConfig, client_id: str, topics: list[str], on_message: Callable[[Incoming], None],
+                 session_expiry: int) -> None:
+        """`session_expiry` (seconds): how long the broker keeps the session and its messages while we are away."""
+        self.cfg = cfg
+        self.topics = topics
+        self._state = "connecting"
+        self._on_message_cb = on_message
+        self._session_expiry = session_expiry
+        self._connection = 0
+        # manual_ack: the broker redelivers whatever was not acknowledged, so only stored messages are.
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
+                                   manual_ack=True)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        _authenticate(self._client, cfg)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_connect_fail = lambda client, userdata: self._enter(
+            "unreachable", logging.WARNING, f"MQTT broker {cfg.host}:{cfg.port} not reachable; retrying")
+
+    def _enter(self, state: str, level: int, text: str) -> None:
+        if state != self._state:
+            self._state = state
+            log.log(level, text)
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._enter("refused", logging.ERROR, f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the "
+                                                  f"connection: {reason}; retrying")
+            return
+        self._connection += 1
+        resumed = "resumed" if flags.session_present else "new"
+        self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} ({resumed} "
+                                               "session)")
+        client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any,
+                      ) -> None:
+        refused = [f"{t} ({r})" for t, r in zip(self.topics, reasons) if r.is_failure]
+        if refused:
+            log.error("MQTT broker refused the subscription to %s", ", ".join(refused))
+        else:
+            log.info("subscribed to %s", ", ".join(self.topics))
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if self._state == "connected" and (reason.is_failure or reason.value != 0):
+            self._enter("lost", logging.WARNING, f"MQTT connection to {self.cfg.host}:{self.cfg.port} lost "
+                                                 f"({reason}); the broker keeps our messages until it is back")
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._on_message_cb(Incoming(msg.topic, msg.payload, msg.mid, msg.qos, self._connection))
+
+    def ack(self, msg: Incoming) -> None:
+        """Tell the broker `msg` is kept. One from an earlier connection is not: the broker sends it again."""
+        if msg.qos and msg.connection == self._connection:
+            self._client.ack(msg.mid, msg.qos)
+
+    def start(self) -> "MqttSubscriber":
+        """Connect in the background with clean start off; a broker that is down is retried with backoff."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        """Disconnect; the session and anything unacknowledged stay with the broker."""
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,425 @@
+"""Where `edge-fer record` keeps events: the schema, its migrations, and writes to SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from edge_fer.errors import EXIT_INPUT, EdgeFerError
+
+log = logging.getLogger(__name__)
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+EVENT_TYPES = ("start", "change", "end", "image")
+
+
+class StoreError(EdgeFerError):
+    """A database that cannot be opened, created, migrated or written."""
+
+    exit_code = EXIT_INPUT
+
+
+class MalformedMessage(ValueError):
+    """A message on an events or state topic that is not what edge-fer publishes."""
+
+
+class EventRow(NamedTuple):
+    """One event as stored (README: The schema); a tuple, as the drivers take it."""
+
+    device: str
+    run_id: str
+    seq: int
+    type: str
+    track_id: int | None
+    emotion: str
+    confidence: float
+    angry: float
+    disgust: float
+    fear: float
+    happy: float
+    sad: float
+    surprise: float
+    neutral: float
+    box_x: int
+    box_y: int
+    box_w: int
+    box_h: int
+    frame_w: int
+    frame_h: int
+    ts: float
+    frame_ts: float | None
+    received: float
+    duration: float | None
+    detector_score: float | None
+
+
+class StateRow(NamedTuple):
+    """The compact part of one state message: how many faces, the dominant emotion, the camera."""
+
+    device: str
+    run_id: str
+    ts: float
+    received: float
+    faces: int
+    dominant_emotion: str | None
+    camera: str
+    fps: float
+
+
+EVENT_COLUMNS = EventRow._fields
+STATE_COLUMNS = StateRow._fields
+
+# Each version is the statements that take the schema from the one before to it; `{id}` and `{real}`
+# are the backend's auto-increment key and double type. Never edit a released version: add one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE events (
+            id {id}, device TEXT NOT NULL, run_id TEXT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL,
+            track_id BIGINT, emotion TEXT NOT NULL, confidence {real} NOT NULL,
+            angry {real} NOT NULL, disgust {real} NOT NULL, fear {real} NOT NULL, happy {real} NOT NULL,
+            sad {real} NOT NULL, surprise {real} NOT NULL, neutral {real} NOT NULL,
+            box_x INTEGER NOT NULL, box_y INTEGER NOT NULL, box_w INTEGER NOT NULL, box_h INTEGER NOT NULL,
+            frame_w INTEGER NOT NULL, frame_h INTEGER NOT NULL,
+            ts {real} NOT NULL, frame_ts {real}, received {real} NOT NULL, duration {real}, detector_score {real},
+            UNIQUE (device, run_id, seq))""",
+        "CREATE INDEX events_device_ts ON events (device, ts)",
+        "CREATE INDEX events_ts ON events (ts)",
+        """CREATE TABLE states (
+            id {id}, device TEXT NOT NULL, run_id TEXT NOT NULL, ts {real} NOT NULL, received {real} NOT NULL,
+            faces INTEGER NOT NULL, dominant_emotion TEXT, camera TEXT NOT NULL, fps {real} NOT NULL,
+            UNIQUE (device, ts))""",
+        "CREATE INDEX states_ts ON states (ts)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 time as seconds since the epoch; a time without a zone is UTC."""
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def _number(doc: dict[str, Any], key: str, optional: bool = False) -> float | None:
+    value = doc.get(key)
+    if value is None and optional:
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise MalformedMessage(f"{key} is not a number")
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise MalformedMessage(f"{key} is not a number") from None
+
+
+def _ints(doc: dict[str, Any], key: str, n: int) -> list[int]:
+    value = doc.get(key)
+    # Within PostgreSQL's INTEGER: a value the database refuses would fail its whole batch, again and again.
+    if not isinstance(value, list) or len(value) != n or not all(
+            isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31 for v in value):
+        raise MalformedMessage(f"{key} is not a list of {n} integers")
+    return value
+
+
+def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = doc.get(key, default)
+    # What neither database could take (a NUL, a lone surrogate from a JSON escape) fails here, not the batch.
+    if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
+        raise MalformedMessage(f"{key} is not a short string")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise MalformedMessage(f"{key} is not valid Unicode") from None
+    return value
+
+
+def _time(doc: dict[str, Any], key: str, optional: bool = False) -> float | None:
+    if doc.get(key) is None and optional:
+        return None
+    try:
+        return parse_time(_text(doc, key))
+    except ValueError:
+        raise MalformedMessage(f"{key} is not an ISO 8601 time") from None
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedMessage("not JSON") from None
+    if not isinstance(doc, dict):
+        raise MalformedMessage("not a JSON object")
+    return doc
+
+
+def event_row(device: str, payload: bytes, received: float) -> EventRow:
+    """The row for one events message from `device`'s topic; MalformedMessage if it is not an edge-fer event."""
+    doc = _json_object(payload)
+    if doc.get("device") != device:
+        raise MalformedMessage("its device does not match its topic")
+    kind = _text(doc, "type")
+    if kind not in EVENT_TYPES:
+        raise MalformedMessage(f"unknown type {kind[:20]!r}")
+    emotion = _text(doc, "emotion")
+    scores = doc.get("scores")
+    if emotion not in EMOTIONS or not isinstance(scores, dict) or set(scores) != set(EMOTIONS):
+        raise MalformedMessage("emotion or scores are not the seven FER-2013 emotions")
+    seq = doc.get("seq")
+    track = doc.get("track_id")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise MalformedMessage("seq is not a non-negative integer")
+    if track is not None and (isinstance(track, bool) or not isinstance(track, int) or not 0 <= track < 2**63):
+        raise MalformedMessage("track_id is not a non-negative integer")
+    if kind != "image" and track is None:
+        raise MalformedMessage("track_id is missing")
+    return EventRow(device, _text(doc, "run_id", ""), seq, kind, track, emotion, _number(doc, "confidence"),
+                    *(_number(scores, e) for e in EMOTIONS), *_ints(doc, "box", 4), *_ints(doc, "frame_size", 2),
+                    _time(doc, "ts"), _time(doc, "frame_ts", True), received, _number(doc, "duration", True),
+                    _number(doc, "detector_score", True))
+
+
+def state_row(device: str, payload: bytes, received: float) -> StateRow:
+    """The compact row for one state message; MalformedMessage if it is not an edge-fer state."""
+    doc = _json_object(payload)
+    if doc.get("device") != device:
+        raise MalformedMessage("its device does not match its topic")
+    faces = doc.get("faces")
+    if isinstance(faces, bool) or not isinstance(faces, int) or faces < 0:
+        raise MalformedMessage("faces is not a count")
+    dominant = doc.get("dominant_emotion")
+    if dominant is not None and dominant not in EMOTIONS:
+        raise MalformedMessage("dominant_emotion is not an emotion")
+    return StateRow(device, _text(doc, "run_id", ""), _time(doc, "ts"), received, faces, dominant,
+                    _text(doc, "camera", ""), _number(doc, "fps"))
+
+
+def redact(db: str) -> str:
+    """The database as it may be shown: a URL's password (in the authority or the query) replaced by ***."""
+    if not is_url(db):
+        return db
+    parts = urlsplit(db)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def is_url(db: str) -> bool:
+    """A database given as a URL rather than a path."""
+    return "://" in db
+
+
+def is_postgres(db: str) -> bool:
+    """True for a postgresql:// (or postgres://) URL."""
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+class _Connection(Protocol):
+    """What Store needs of a DB-API connection."""
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Dialect(NamedTuple):
+    """How SQL differs between the two databases."""
+
+    placeholder: str
+    id: str  # an auto-increment primary key
+    real: str
+    lock: str  # takes a lock for the current transaction, so migrations run one at a time
+
+
+SQLITE = Dialect("?", "INTEGER PRIMARY KEY", "REAL", "BEGIN IMMEDIATE")
+POSTGRES = Dialect("%s", "BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION", "SELECT pg_advisory_xact_lock(7411)")
+
+
+def _detail(e: Exception, secret: str) -> str:
+    """A driver's message on one line, with no password in it."""
+    detail = " ".join(str(e).split()) or type(e).__name__
+    return detail.replace(secret, "***") if secret else detail
+
+
+class Store:
+    """A database of events and states, with the schema at SCHEMA_VERSION; one connection, one thread."""
+
+    def __init__(self, conn: _Connection, name: str, dialect: Dialect, errors: tuple[type[Exception], ...],
+                 secret: str = "") -> None:
+        self.conn = conn
+        self.name = name
+        self._dialect = dialect
+        self._errors = errors
+        self._secret = secret
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self._dialect.placeholder)
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except self._errors:  # a connection that is gone has nothing to roll back
+            pass
+
+    def _fail(self, what: str, e: Exception) -> StoreError:
+        """A one-line StoreError for a driver error (its transaction rolled back), with no password in it."""
+        self._rollback()
+        return StoreError(f"{self.name}: {what}: {_detail(e, self._secret)}")
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version found before. A newer schema is refused."""
+        try:
+            cur = self.conn.cursor()
+            cur.execute(self._dialect.lock)  # one migration at a time when recorders share a database
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            cur.execute("SELECT MAX(version) FROM schema_version")
+            found = cur.fetchone()[0] or 0
+            if found > SCHEMA_VERSION:
+                self._rollback()
+                raise StoreError(f"{self.name}: schema version {found} is newer than this edge-fer knows "
+                                 f"({SCHEMA_VERSION}); upgrade edge-fer")
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    cur.execute(statement.format(id=self._dialect.id, real=self._dialect.real))
+                cur.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
+                log.info("%s: schema migrated to version %d", self.name, version)
+            self.conn.commit()
+            return found
+        except self._errors as e:
+            raise self._fail("cannot create the schema", e) from None
+
+    def write(self, events: list[EventRow], states: list[StateRow]) -> int:
+        """Insert in one transaction, skipping rows already there; returns the events newly stored."""
+        try:
+            cur = self.conn.cursor()
+            added = 0
+            if events:
+                # Both drivers sum executemany's row counts; a skipped duplicate counts 0.
+                cur.executemany(self._insert("events", EVENT_COLUMNS, "device, run_id, seq"), events)
+                added = cur.rowcount
+            if states:
+                cur.executemany(self._insert("states", STATE_COLUMNS, "device, ts"), states)
+            self.conn.commit()
+            return added
+        except self._errors as e:
+            raise self._fail("cannot write", e) from None
+
+    def _insert(self, table: str, columns: tuple[str, ...], key: str) -> str:
+        marks = ", ".join("?" * len(columns))
+        return self._sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
+                         f"ON CONFLICT ({key}) DO NOTHING")
+
+    def prune(self, before: float) -> int:
+        """Delete events and states older than `before` (seconds since the epoch); returns rows deleted."""
+        try:
+            cur = self.conn.cursor()
+            cur.execute(self._sql("DELETE FROM events WHERE ts < ?"), (before,))
+            n = cur.rowcount
+            cur.execute(self._sql("DELETE FROM states WHERE ts < ?"), (before,))
+            n += cur.rowcount
+            self.conn.commit()
+            return n
+        except self._errors as e:
+            raise self._fail("cannot prune", e) from None
+
+    def _where(self, device: str | None, since: float | None) -> tuple[str, list[Any]]:
+        terms, args = [], []
+        if device is not None:
+            terms.append("device = ?")
+            args.append(device)
+        if since is not None:
+            terms.append("ts >= ?")
+            args.append(since)
+        return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+    def count_events(self, device: str | None = None, since: float | None = None) -> int:
+        """How many stored events match."""
+        where, args = self._where(device, since)
+        return self._query(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
+
+    def events(self, device: str | None = None, since: float | None = None,
+               columns: tuple[str, ...] = EVENT_COLUMNS) -> Iterator[tuple[Any, ...]]:
+        """Stored events, by device then time, as tuples of `columns`."""
+        where, args = self._where(device, since)
+        cur = self._query(f"SELECT {', '.join(columns)} FROM events{where} ORDER BY device, ts, seq", args,
+                          stream=True)
+        try:
+            while rows := cur.fetchmany(5000):
+                yield from rows
+        except self._errors as e:
+            raise self._fail("cannot read", e) from None
+
+    def _query(self, sql: str, args: list[Any], stream: bool = False) -> Any:
+        try:
+            # psycopg's default cursor fetches the whole result at once; a named one is read on the server.
+            cur = self.conn.cursor(name="edge_fer_events") if stream and self._dialect is POSTGRES else \
+                self.conn.cursor()
+            cur.execute(self._sql(sql), args)
+            return cur
+        except self._errors as e:
+            raise self._fail("cannot read", e) from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _sqlite(path: str, create: bool) -> Store:
+    target = Path(path).expanduser()
+    if not create and not target.is_file():
+        raise StoreError(f"{path}: no such database")
+    try:
+        conn = sqlite3.connect(target, check_same_thread=False)
+        # WAL lets `report` read while `record` writes; FULL syncs each commit before messages are acknowledged.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.Error as e:
+        raise StoreError(f"{path}: cannot open the database: {e}") from None
+    return Store(conn, path, SQLITE, (sqlite3.Error,))
+
+
+def _postgres(url: str) -> Store:
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError('PostgreSQL needs psycopg: pip install "edge-fer[postgres]"') from None
+    shown = redact(url)
+    secret = urlsplit(url).password or dict(parse_qsl(urlsplit(url).query)).get("password", "")
+    try:
+        conn = psycopg.connect(url, connect_timeout=10)
+    except (psycopg.Error, ValueError) as e:
+        raise StoreError(f"{shown}: cannot connect: {_detail(e, secret)}") from None
+    return Store(conn, shown, POSTGRES, (psycopg.Error,), secret)
+
+
+def open_store(db: str, create: bool = True) -> Store:
+    """A SQLite path or a postgresql:// URL, migrated to SCHEMA_VERSION (`create=False`: must exist)."""
+    if not db.strip():
+        raise StoreError("--db is empty")
+    if is_url(db) and not is_postgres(db):
+        raise StoreError(f"{redact(db)}: not a SQLite path or a postgresql:// URL")
+    store = _postgres(db) if is_postgres(db) else _sqlite(db, create)
+    try:
+        store.migrate()
+    except StoreError:
+        store.close()
+        raise
+    return store

@@ -1,0 +1,359 @@
+"""`edge-fer record`: a real mosquitto, a real recorder process, SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import paho.mqtt.client as paho
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_fer.cli import main
+from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE
+from edge_fer.store import EMOTIONS, SCHEMA_VERSION, MalformedMessage, event_row, open_store, state_row
+from tests.broker import Broker
+from tests.conftest import ROOT
+from tests.postgres import PASSWORD, db, postgres_server, postgres_url, started_server  # noqa: F401  (fixtures)
+from tests.test_daemon import _blinking_video, finish, start_daemon, write_config
+from tests.test_daemon import pytestmark as needs_mosquitto
+
+pytestmark = needs_mosquitto
+
+
+def event(seq: int, device: str = "cam1", kind: str = "start", track: int = 1, emotion: str = "happy",
+          ts: str = "2026-11-27T09:00:00.000Z", run_id: str | None = "run-a", **extra: Any) -> dict[str, Any]:
+    """An event as the daemon publishes it."""
+    doc = {"type": kind, "device": device, "track_id": track, "emotion": emotion, "confidence": 0.8,
+           "scores": {e: (0.8 if e == emotion else 0.2 / 6) for e in EMOTIONS}, "box": [10, 20, 100, 100],
+           "frame_size": [640, 480], "ts": ts, "frame_ts": ts, "seq": seq, **extra}
+    if run_id is not None:
+        doc["run_id"] = run_id
+    return doc
+
+
+def publish(port: int, messages: list[tuple[str, Any]], retain: bool = False) -> None:
+    """Send each (topic, payload) at QoS 1 and wait until the broker has them all."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.monotonic_ns()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [client.publish(t, p if isinstance(p, bytes) else json.dumps(p), qos=1, retain=retain)
+                 for t, p in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class Recorder:
+    """`edge-fer record` as a subprocess with its log in a file."""
+
+    running: list["Recorder"] = []
+
+    def __init__(self, tmp_path: Path, db: str, port: int, *extra: str, name: str = "rec",
+                 client: str = "test-rec") -> None:
+        self.log = tmp_path / f"{name}.log"
+        self._skip = self.log.stat().st_size if self.log.exists() else 0  # an earlier run's lines
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "record", "--db", db, "--set",
+                                          "mqtt.host=127.0.0.1", "--set", f"mqtt.port={port}",
+                                          "--client-id", client, *extra],
+                                         env=env, stdout=subprocess.DEVNULL, stderr=log)
+        Recorder.running.append(self)
+        self.wait_log("subscribed to", 20)
+
+    def text(self) -> str:
+        """Its log so far."""
+        return self.log.read_bytes()[self._skip:].decode()
+
+    def wait_log(self, needle: str, timeout: float, count: int = 1) -> None:
+        """Until `needle` is in the log `count` times; fails if the process ends first."""
+        ok = wait(lambda: self.text().count(needle) >= count or self.proc.poll() is not None, timeout)
+        assert ok and self.proc.poll() is None, f"recorder: no {needle!r}:\n{self.text()[-3000:]}"
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM and wait."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(15)
+        return code, self.text()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash."""
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+def wait(check: Callable[[], bool], timeout: float) -> bool:
+    """Poll until check() or the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def seqs(db: str, device: str | None = None) -> list[int]:
+    """The stored events' seq numbers, in order."""
+    with open_store(db, create=False) as store:
+        return [row[0] for row in store.events(device, columns=("seq",))]
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    b = Broker(tmp_path, persistent=True).start()
+    yield b
+    for rec in Recorder.running:  # a failed test leaves none behind
+        if rec.proc.poll() is None:
+            rec.kill()
+    Recorder.running.clear()
+    b.stop()
+
+
+def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker: Broker, db: str) -> None:
+    rec = Recorder(tmp_path, db, broker.port)
+    good = [event(i, track=i) for i in range(1, 31)]
+    malformed: list[Any] = [b"not json", b"[1, 2]", b"\xff\xfe", event(31, device="other"),
+                            {**event(32), "scores": {"happy": 1.0}}, {**event(33), "seq": "33"},
+                            {**event(34), "type": "dance"}, {**event(35), "ts": "yesterday"},
+                            {**event(36), "box": [1, 2, 3]}, {**event(37), "confidence": None},
+                            {**event(38), "emotion": "x" * 100000}, {**event(39), "box": [0, 0, 2**40, 1]},
+                            {**event(41), "run_id": "a\x00b"}, {**event(42), "camera": 1, "run_id": "\ud800"}]
+    photo = {**event(40, kind="image"), "image": "/home/someone/private.jpg", "face_index": 0}
+    del photo["track_id"]
+    state = {"device": "cam1", "run_id": "run-a", "camera": "ok", "faces": 2, "dominant_emotion": "happy",
+             "tracks": [], "fps": 14.5, "ts": "2026-11-27T09:00:01.000Z"}
+    publish(broker.port, [("edge_fer/cam1/events", e) for e in good + good[:5]]  # five sent twice
+            + [("edge_fer/cam1/events", m) for m in malformed] + [("edge_fer/cam1/events", photo),
+                                                                  ("edge_fer/cam1/state", state),
+                                                                  ("edge_fer/cam1/other", b"{}")])
+    publish(broker.port, [("edge_fer/cam1/state", state)])  # the same state again: stored once
+    assert wait(lambda: len(seqs(db)) >= 31, 20), seqs(db)
+    rec.wait_log("malformed message", 20, count=10)  # the log names the first ten, then every 1000th
+    code, log = rec.stop()
+    assert code == EXIT_OK, log
+    assert seqs(db) == list(range(1, 31)) + [40]
+    assert "Traceback" not in log
+    assert "31 events stored, 5 duplicates skipped, 14 malformed messages, 2 state messages" in log
+    with open_store(db, create=False) as store:
+        cur = store.conn.cursor()
+        cur.execute("SELECT device, run_id, type, track_id, emotion, happy, box_w, frame_w, ts FROM events "
+                    "WHERE seq = 40")
+        assert cur.fetchone() == ("cam1", "run-a", "image", None, "happy", 0.8, 100, 640, 1795770000.0)
+        cur.execute("SELECT device, faces, dominant_emotion, camera, fps FROM states")
+        assert cur.fetchall() == [("cam1", 2, "happy", "ok", 14.5)]
+        cur.execute("SELECT version FROM schema_version")
+        assert cur.fetchall() == [(SCHEMA_VERSION,)]
+    if not db.startswith("postgresql"):
+        assert b"private.jpg" not in Path(db).read_bytes()  # the photo's name is not kept either
+
+
+def test_same_seq_in_another_run_is_a_new_event(tmp_path: Path, broker: Broker) -> None:
+    db = str(tmp_path / "e.db")
+    rec = Recorder(tmp_path, db, broker.port)
+    publish(broker.port, [("edge_fer/cam1/events", event(1, run_id="r1")),
+                          ("edge_fer/cam1/events", event(1, run_id="r2")),
+                          ("edge_fer/cam2/events", event(1, device="cam2", run_id="r1")),
+                          ("edge_fer/cam1/events", event(2, run_id=None))])
+    assert wait(lambda: len(seqs(db)) == 4, 20)
+    rec.stop()
+    with open_store(db, create=False) as store:
+        cur = store.conn.cursor()
+        cur.execute("SELECT device, run_id, seq FROM events ORDER BY device, run_id")
+        assert cur.fetchall() == [("cam1", "", 2), ("cam1", "r1", 1), ("cam1", "r2", 1), ("cam2", "r1", 1)]
+
+
+def test_killed_recorder_gets_what_was_published_while_it_was_down(tmp_path: Path, broker: Broker) -> None:
+    db = str(tmp_path / "e.db")
+    rec = Recorder(tmp_path, db, broker.port)
+    publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 11)])
+    assert wait(lambda: len(seqs(db)) == 10, 20)
+    rec.kill()
+    publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(11, 41)])
+    broker.stop(graceful=True)  # and the broker restarts while the recorder is away
+    broker.start()
+    rec = Recorder(tmp_path, db, broker.port)
+    assert wait(lambda: len(seqs(db)) == 40, 20), seqs(db)
+    code, log = rec.stop()
+    assert code == EXIT_OK and seqs(db) == list(range(1, 41))
+    assert "(resumed session)" in log
+
+
+def test_shared_subscription_splits_the_load_into_one_postgres(tmp_path: Path, broker: Broker,
+                                                               postgres_url: str) -> None:
+    recs = [Recorder(tmp_path, postgres_url, broker.port, "--share", "fleet", name=f"rec{i}",
+                     client=f"test-rec{i}") for i in (1, 2)]
+    publish(broker.port, [(f"edge_fer/cam{d}/events", event(i, device=f"cam{d}")) for i in range(1, 101)
+                          for d in (1, 2)])
+    assert wait(lambda: len(seqs(postgres_url)) == 200, 30), len(seqs(postgres_url))
+    stored = []
+    for rec in recs:
+        code, log = rec.stop()
+        assert code == EXIT_OK
+        stored.append(int(log.rsplit("stopped: ", 1)[1].split(" ")[0]))
+    assert sum(stored) == 200 and min(stored) > 0, stored  # each message went to one recorder
+    assert seqs(postgres_url, "cam1") == list(range(1, 101)) and seqs(postgres_url, "cam2") == list(range(1, 101))
+
+
+def test_postgres_restart_is_retried_and_loses_nothing(tmp_path: Path, broker: Broker) -> None:
+    server = started_server()  # its own, to restart without disturbing the other tests
+    try:
+        url = server.create_database("outage")
+        rec = Recorder(tmp_path, url, broker.port)
+        publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 11)])
+        assert wait(lambda: len(seqs(url)) == 10, 20)
+        server.stop(remove=False)
+        publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(11, 21)])
+        rec.wait_log("nothing is acknowledged until it is stored", 20)
+        server.run()
+        rec.wait_log("writing again", 60)
+        assert wait(lambda: len(seqs(url)) == 20, 20)
+        code, log = rec.stop()
+        assert code == EXIT_OK and seqs(url) == list(range(1, 21))
+    finally:
+        server.stop()
+    assert "Traceback" not in log and PASSWORD not in log
+
+
+def test_retention_prunes_old_rows(tmp_path: Path, broker: Broker, db: str) -> None:
+    now = time.time()
+    old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3 * 86400))
+    recent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
+    rec = Recorder(tmp_path, db, broker.port)
+    publish(broker.port, [("edge_fer/cam1/events", event(1, ts=old)), ("edge_fer/cam1/events", event(2, ts=recent))])
+    assert wait(lambda: len(seqs(db)) == 2, 20)
+    rec.stop()
+    rec = Recorder(tmp_path, db, broker.port, "--retention", "2d")
+    rec.wait_log("retention: deleted 1 rows older than 2d", 20)
+    rec.stop()
+    assert seqs(db) == [2]
+
+
+def test_daemon_with_broker_restart_and_recorder_restart_loses_no_seq(tmp_path: Path, broker: Broker,
+                                                                     clear_faces) -> None:
+    faces = clear_faces["happy"] + clear_faces["surprise"] + clear_faces["neutral"]
+    video = _blinking_video(tmp_path / "blink.avi", faces * 2)  # about 36 s of faces coming and going
+    db = str(tmp_path / "e.db")
+    rec = Recorder(tmp_path, db, broker.port)
+    proc = start_daemon(write_config(tmp_path / "c.yaml", video, broker.port))
+    try:
+        assert wait(lambda: len(seqs(db)) >= 3, 40), "nothing recorded from the daemon"
+        broker_down = time.time()
+        broker.stop(graceful=True)  # the broker restarts mid-run
+        rec.wait_log("connection to 127.0.0.1", 10)  # ... lost
+        time.sleep(3)  # the daemon makes events meanwhile
+        broker_up = time.time()
+        broker.start()
+        have = len(seqs(db))
+        assert wait(lambda: len(seqs(db)) >= have + 3, 40), "nothing recorded after the broker restart"
+        rec_down = time.time()
+        rec.kill()  # the recorder is killed mid-run and comes back a few events later
+        time.sleep(5)
+        rec_up = time.time()
+        rec = Recorder(tmp_path, db, broker.port, name="rec-again")
+        code, err = finish(proc, 90)
+        assert code == 0, err
+        sent = sum(err.count(f" {kind}: ") for kind in ("start", "change", "end"))
+        assert sent >= 12
+        assert wait(lambda: len(seqs(db)) >= sent, 30), (len(seqs(db)), sent)
+        code, log = rec.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "(resumed session)" in log
+    assert seqs(db) == list(range(1, sent + 1))  # every seq the daemon sent, once
+    assert "lost" in err
+    with open_store(db, create=False) as store:
+        times = [ts for (ts,) in store.events(columns=("ts",))]
+    # Events made while the broker was down, and while the recorder was, are among them.
+    assert any(broker_down < t < broker_up for t in times) and any(rec_down < t < rec_up for t in times)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+                           lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=5), max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@example(kind="events", key="confidence", value=10**400, drop=False)
+@example(kind="events", key="run_id", value="\ud800", drop=False)
+@given(kind=st.sampled_from(["events", "state"]), key=st.sampled_from(sorted(event(1)) + ["faces", "camera"]),
+       value=JSON_VALUES, drop=st.booleans())
+def test_any_change_to_a_message_is_stored_or_malformed_and_a_stored_row_fits_the_database(
+        tmp_path_factory: pytest.TempPathFactory, kind: str, key: str, value: Any, drop: bool) -> None:
+    doc = event(1) if kind == "events" else {"device": "cam1", "camera": "ok", "faces": 1, "dominant_emotion": None,
+                                             "fps": 15.0, "ts": "2026-11-27T09:00:00.000Z"}
+    if drop:
+        doc.pop(key, None)
+    else:
+        doc[key] = value
+    payload = json.dumps(doc).encode()
+    try:
+        row = (event_row if kind == "events" else state_row)("cam1", payload, 0.0)
+    except MalformedMessage:
+        return
+    with open_store(str(tmp_path_factory.mktemp("fuzz") / "e.db")) as store:
+        store.write(*(([row], []) if kind == "events" else ([], [row])))
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_database_path_that_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = run("record", "--db", str(tmp_path / "file" / "events.db"))
+    assert code == EXIT_INPUT
+    assert err.startswith("edge-fer: ") and err.count("\n") == 1 and "cannot open the database" in err
+    (tmp_path / "notdb").write_text("this is not a database, it is plain text" * 100)
+    code, _, err = run("record", "--db", str(tmp_path / "notdb"))
+    assert code == EXIT_INPUT and "not a database" in err and err.count("\n") == 1
+
+
+def test_postgres_that_refuses_never_shows_the_password(postgres_server) -> None:  # noqa: F811
+    wrong = postgres_server.url(password="Wr0ng-s3cret")
+    code, _, err = run("record", "--db", wrong)
+    assert code == EXIT_INPUT and err.count("\n") == 1, err
+    assert "password authentication failed" in err and "Wr0ng-s3cret" not in err and "postgres:***@" in err
+    code, _, err = run("report", "--db", f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/x?password={PASSWORD}")
+    assert code == EXIT_INPUT and "cannot connect" in err and PASSWORD not in err and err.count("\n") == 1
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    db = str(tmp_path / "e.db")
+    for argv, needle in ((["record"], "--db"), (["record", "--db", db, "--retention", "soon"], "--retention"),
+                         (["record", "--db", db, "--share", "a/b"], "--share"),
+                         (["record", "--db", "mysql://u:pw@h/db"], "not a SQLite path"),
+                         (["report", "--db", db, "--since", "whenever"], "--since"),
+                         (["report", "--db", db, "--out", "report.pdf"], ".png, .html or .csv"),
+                         (["report", "--db", db + ".csv", "--out", db + ".csv"], "the database itself")):
+        code, _, err = run(*argv)
+        assert code in (EXIT_USAGE, EXIT_INPUT) and needle in err and err.count("\n") == 1, (argv, err)
+        assert "pw@" not in err
+    assert run("record", "--db", db, "--retention", "soon")[0] == EXIT_USAGE
+    assert run("report", "--db", db)[0] == EXIT_INPUT  # no such database: report never creates one
+    assert not Path(db).exists()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    open_store(str(db)).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    code, _, err = run("report", "--db", str(db))
+    assert code == EXIT_INPUT and f"schema version {SCHEMA_VERSION + 1} is newer" in err
