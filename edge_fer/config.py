@@ -37,7 +37,7 @@ class DetectorConfig:
     """Which face detector runs, and how often the daemon runs it in full."""
 
     backend: str = "yunet"
-    every_n_frames: int = 1
+    every_n_frames: int = 3
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,9 @@ class Daemon:
         # faces; in between each known face is searched for only around where it was.
         # Counted over processed frames: capture sequence numbers skip the frames that were dropped.
         self._processed += 1
-        if resized or (self._processed - 1) % self.cfg.detector.every_n_frames == 0:
+        # With many faces known, searching near each costs more than one full detection (YuNet): detect instead.
+        if (resized or (self._processed - 1) % self.cfg.detector.every_n_frames == 0
+                or not detector.refine_pays(len(self._found), w, h)):
             self._found = detector.detect(frame.image)
         else:
             # Two known faces can converge on one; it stays one face.

@@ -32,6 +32,9 @@ class FaceDetector(Protocol):
     def refine(self, frame: np.ndarray, last: Detection) -> Detection | None:
         """The face near a known one, searched only around it (cheap, between full detections)."""
 
+    def refine_pays(self, faces: int, frame_w: int, frame_h: int) -> bool:
+        """Whether searching near `faces` known faces costs less than a full detection."""
+
 
 def make_detector(cfg: Config, photos: bool = False) -> FaceDetector:
     """The configured backend, with its camera or its photo settings."""
@@ -147,6 +150,11 @@ class YuNetDetector:
                 found = self._pass(_resized(bgr, coarse), coarse)
         return one_per_face([_clipped(d, w, h) for d in found if d.box[2] > 0 and d.box[3] > 0])
 
+    def refine_pays(self, faces: int, frame_w: int, frame_h: int) -> bool:
+        """The network's work grows with its input's pixels: one small square per face against the whole frame."""
+        scale = min(1.0, self.config.detect_width / frame_w)
+        return faces * self.REFINE_SIDE ** 2 < frame_w * frame_h * scale * scale
+
     def refine(self, frame: np.ndarray, last: Detection) -> Detection | None:
         """The face near `last`, searched in a square twice its size around it."""
         x, y, w, h = last.box
@@ -203,6 +211,10 @@ class HaarDetector:
         scale = min(1.0, self.detect_width / w)
         side = max(24, int(self.min_face_fraction * min(h, w) * scale))
         return one_per_face(self._cascade_boxes(gray, scale, (side, side), None))
+
+    def refine_pays(self, faces: int, frame_w: int, frame_h: int) -> bool:
+        """Always: a few hundred cascade windows per face against a whole pyramid."""
+        return True
 
     def refine(self, frame: np.ndarray, last: Detection) -> Detection | None:
         """The face near a known box, searched only around it (a cheap update between full detections)."""

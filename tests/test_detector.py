@@ -183,3 +183,9 @@ def test_the_daemon_step_tracks_a_face_with_either_backend(backend: str, faces: 
     assert [(e.type, e.emotion) for e in events] == [("start", "happy"), ("change", "surprise"), ("end", "surprise")]
     assert all((e.landmarks is None) == (backend == "haar") and e.detector_score is not None for e in events)
     assert 3.8 < events[-1].duration < 4.1  # seen for the 4 s of faces, not the grace after them
+
+
+def test_searching_near_known_faces_is_chosen_only_while_it_is_cheaper() -> None:
+    # At 480 px a 640x480 frame is 480x360 = 172,800 pixels; each search square is 160x160 = 25,600.
+    assert YUNET_CAMERA.refine_pays(6, 640, 480) and not YUNET_CAMERA.refine_pays(7, 640, 480)
+    assert HAAR_CAMERA.refine_pays(50, 640, 480)
