@@ -16,7 +16,7 @@ from edge_fer.analyze import Analyzer
 from edge_fer.cli import main
 from edge_fer.config import Config, HaarConfig, YunetConfig, load
 from edge_fer.detector import HaarDetector, YuNetDetector, one_per_face, shipped_model
-from edge_fer.errors import EXIT_MODEL, EXIT_USAGE, ConfigError, ModelError
+from edge_fer.errors import EXIT_MODEL, ConfigError, ModelError
 from edge_fer.images import read_image
 from edge_fer.types import Detection
 from tests.conftest import ASTRONAUT, NO_FACE_IMAGES, overlap, paste_faces
