@@ -1,4 +1,4 @@
-"""One emulated Arm core's checks, called by .ci/aarch64: the installed files, --image against x86, --check-config, the daemon."""
+"""One emulated Arm core's checks for .ci/aarch64: installed files, --image against x86, --check-config, the daemon."""
 
 from __future__ import annotations
 
@@ -139,8 +139,10 @@ def check_images(c: Checks, r: Runner, images: list[Path]) -> None:
     c.report(sorted(dx) == sorted(da) == sorted(p.name for p in images), f"--image answered all {len(images)} images")
     for name in sorted(dx.keys() & da.keys()):
         compare_image(c, name, dx[name], da[name])
-    faces = sum(len(d["faces"]) for d in dx.values())
-    c.report(faces >= len(images), f"the comparison covers {faces} faces found by x86 in {len(images)} images")
+    # Images where nothing is found compare nothing: most must have faces for the check to mean something.
+    faces, with_faces = sum(len(d["faces"]) for d in dx.values()), sum(bool(d["faces"]) for d in dx.values())
+    c.report(2 * with_faces >= len(images),
+             f"the comparison covers {faces} faces, in {with_faces} of {len(images)} images")
     print(f"INFO aarch64 {c.cpu}: --image on {len(images)} images took {seconds:.0f} s under emulation "
           "(not a Raspberry Pi figure)", flush=True)
 
@@ -150,10 +152,11 @@ def check_config(c: Checks, r: Runner) -> None:
     cfg = r.cwd / "check.yaml"
     cfg.write_text(yaml.safe_dump({"camera": {"source": "/dev/video0", "fps": 10.0},
                                    "mqtt": {"host": "127.0.0.1", "device_id": "pi"}}))
-    x86, arm = r.run(r.x86("--check-config", "--config", str(cfg))), r.run(r.arm("--check-config", "--config", str(cfg)))
+    good = ("--check-config", "--config", str(cfg))
+    x86, arm = r.run(r.x86(*good)), r.run(r.arm(*good))
     c.report(arm.returncode == 0 and arm.stdout == x86.stdout and "/dev/video0" in arm.stdout,
              "--check-config prints the same merged config as x86", f"status {arm.returncode} {arm.stderr[-500:]}")
-    bad = ("--check-config", "--config", str(cfg), "--set", "detector.no_such_key=1")
+    bad = ("--check-config", "--config", str(cfg), "--set", "camera.no_such_key=1")
     x86, arm = r.run(r.x86(*bad)), r.run(r.arm(*bad))
     c.report(arm.returncode == 2 and arm.stderr == x86.stderr and arm.stderr.startswith("edge-fer: ")
              and arm.stderr.count("\n") == 1, "an unknown key is one line on stderr, status 2, as on x86",
