@@ -1,6 +1,6 @@
 """Peak memory (RSS) of edge-fer's runs, for a Raspberry Pi's memory budget.
 
-    python bench/memory.py [--seconds 30]
+    python bench/memory.py [--seconds 30] [--set detector.backend=haar ...]
 
 Each case is `python -m edge_fer` in its own process pinned to core 0; its peak RSS is the kernel's
 high-water mark for that process (VmHWM in /proc/self/status, read as it exits; ru_maxrss would also
@@ -97,7 +97,7 @@ def start_xvfb() -> tuple[subprocess.Popen, str] | None:
     return proc, f":{n}"
 
 
-def daemon(tmp: Path, video: Path, seconds: float, display: str | None) -> tuple[float, int]:
+def daemon(tmp: Path, video: Path, seconds: float, display: str | None, sets: list[str]) -> tuple[float, int]:
     """Peak RSS of the daemon on the looping video, `seconds` after its first event, and the events seen."""
     broker = Broker(tmp).start()
     sub = Subscriber(broker.port, "edge_fer/memory/#")
@@ -109,7 +109,7 @@ def daemon(tmp: Path, video: Path, seconds: float, display: str | None) -> tuple
         "logging": {"level": "WARNING"}}))
     env = {**ENV, "DISPLAY": display} if display else ENV
     peak = tmp / "peak"
-    proc = subprocess.Popen(edge_fer(peak, "--config", str(config)), env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(edge_fer(peak, "--config", str(config), *sets), env=env, stderr=subprocess.PIPE, text=True)
     try:
         if not sub.wait_for(lambda s: len(s.on("/events")) > 0, 60):
             raise RuntimeError("the daemon published no event within 60 s")
@@ -126,24 +126,27 @@ def daemon(tmp: Path, video: Path, seconds: float, display: str | None) -> tuple
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=30.0, help="daemon run after its first event")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a config override for every run, e.g. detector.backend=haar")
     args = p.parse_args()
+    sets = [arg for override in args.set for arg in ("--set", override)]
     rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        rows.append(("--check-config (Python and libraries, no model)", one_shot(tmp, "--check-config")))
-        rows.append(("--image examples/astronaut.png (512x512)", one_shot(tmp, "--image", str(ASTRONAUT))))
+        rows.append(("--check-config (Python and libraries, no model)", one_shot(tmp, "--check-config", *sets)))
+        rows.append(("--image examples/astronaut.png (512x512)", one_shot(tmp, "--image", str(ASTRONAUT), *sets)))
         for w, h in ((4000, 3000), (8000, 6000)):
             image = photo(tmp / f"{w}x{h}.jpg", w, h)
-            rows.append((f"--image, {w * h / 1e6:.0f} MP JPEG ({w}x{h})", one_shot(tmp, "--image", str(image))))
+            rows.append((f"--image, {w * h / 1e6:.0f} MP JPEG ({w}x{h})", one_shot(tmp, "--image", str(image), *sets)))
         frame = np.full((480, 640, 3), 128, np.uint8)
         frame[:, 80:560] = cv2.resize(cv2.imread(str(ASTRONAUT)), (480, 480))
         video = write_video(tmp / "face.avi", [frame] * 30 + [np.full_like(frame, 128)] * 30)
-        mib, events = daemon(tmp, video, args.seconds, None)
+        mib, events = daemon(tmp, video, args.seconds, None, sets)
         rows.append((f"daemon, 640x480 video, MQTT, {args.seconds:.0f} s ({events} events)", mib))
         xvfb = start_xvfb()
         if xvfb:
             try:
-                mib, events = daemon(tmp, video, args.seconds, xvfb[1])
+                mib, events = daemon(tmp, video, args.seconds, xvfb[1], sets)
                 rows.append((f"daemon with its window (Xvfb), {args.seconds:.0f} s ({events} events)", mib))
             finally:
                 xvfb[0].kill()
