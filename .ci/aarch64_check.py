@@ -73,17 +73,32 @@ class Runner:
         self.env_x86 = {**base, "PYTHONPATH": str(args.x86)}
         self.env_arm = base
 
-    def arm(self, *argv: str) -> list[str]:
-        venv = self.args.venv
+    def arm_python(self) -> list[str]:
+        """The venv's Python under qemu, on this core."""
         return [str(self.args.qemu), "-L", str(self.args.root), "-cpu", self.args.cpu,
-                str(venv / "bin" / "python"), str(venv / "bin" / "edge-fer"), *argv]
+                str(self.args.venv / "bin" / "python")]
+
+    def arm(self, *argv: str) -> list[str]:
+        """edge-fer under qemu, through the entry-point script pip wrote into the venv."""
+        return [*self.arm_python(), str(self.args.venv / "bin" / "edge-fer"), *argv]
 
     def x86(self, *argv: str) -> list[str]:
+        """edge-fer on x86, from the wheel's --target folder (put on PYTHONPATH by run)."""
         return [sys.executable, "-m", "edge_fer", *argv]
 
     def run(self, cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run either side's command in the scratch folder and capture its output."""
         env = self.env_x86 if cmd[0] == sys.executable else self.env_arm
         return subprocess.run(cmd, cwd=self.cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def print_versions(c: Checks, r: Runner) -> None:
+    """Which releases each side runs, and where its edge_fer comes from."""
+    code = ("import importlib.metadata as m; print(', '.join(p + ' ' + m.version(p) for p in "
+            "('numpy', 'opencv-python-headless', 'ai-edge-litert', 'paho-mqtt', 'PyYAML', 'pillow')), end=''); "
+            "import edge_fer; print('; edge_fer from', edge_fer.__file__)")
+    for side, python in (("x86", [sys.executable]), ("aarch64", r.arm_python())):
+        print(f"INFO aarch64 {c.cpu}: {side} runs {r.run([*python, '-c', code]).stdout.strip()}", flush=True)
 
 
 def check_installed_files(c: Checks, wheel: Path, venv: Path) -> None:
@@ -244,11 +259,7 @@ def main() -> int:
     p.add_argument("--work", type=Path, required=True, help="a scratch folder")
     args = p.parse_args()
     c, r = Checks(args.cpu), Runner(args)
-    versions = ("import importlib.metadata as m; print(', '.join(p + ' ' + m.version(p) for p in "
-                "('numpy', 'opencv-python-headless', 'ai-edge-litert', 'paho-mqtt', 'PyYAML', 'pillow')), end=''); "
-                "import edge_fer; print('; edge_fer from', edge_fer.__file__)")
-    for side, python in (("x86", [sys.executable]), ("aarch64", r.arm()[:-1])):
-        print(f"INFO aarch64 {c.cpu}: {side} runs {r.run([*python, '-c', versions]).stdout.strip()}", flush=True)
+    print_versions(c, r)
     check_installed_files(c, args.wheel, args.venv)
     check_images(c, r, make_images(args.work / "images"))
     check_config(c, r)
