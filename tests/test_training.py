@@ -1,8 +1,9 @@
-"""training/: both data readers, and a smoke run that trains, resumes, exports and evaluates."""
+"""training/: the data readers and FER+ targets (numpy only), and a smoke run that trains and exports (TensorFlow)."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import pytest
 
 from tests.conftest import FER_TARBALL
 
-tf = pytest.importorskip("tensorflow", reason="the train extra (tensorflow) is not installed")
+from training import data
 
-from training import data  # noqa: E402
+# The runtime's tests run without the train extra (a Raspberry Pi need not install TensorFlow).
+needs_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                      reason="needs TensorFlow, the train extra: pip install -e \".[dev,train]\"")
 
 
 def _fer_rows(n_per_split: dict[str, int]) -> list[tuple[int, np.ndarray, str]]:
@@ -84,6 +87,7 @@ def test_kaggle_folder_reader(small_csv: Path, tmp_path: Path, caplog: pytest.Lo
     assert np.array_equal(got["Training"].x[order], splits["Training"].x[:5][ref])
 
 
+@needs_tensorflow
 def test_smoke_run_trains_resumes_exports_and_evaluates(small_csv: Path, tmp_path: Path) -> None:
     from edge_fer.classifier import EmotionClassifier
     from training import evaluate, export, train
@@ -122,6 +126,7 @@ def test_smoke_run_trains_resumes_exports_and_evaluates(small_csv: Path, tmp_pat
     assert (report.parent / "confusion_smoke_int8_PrivateTest.png").exists()
 
 
+@needs_tensorflow
 @pytest.mark.parametrize("arch", ["vgg16", "resnet50"])
 def test_applications_build_from_scratch(arch: str) -> None:
     from training.models import build
