@@ -96,6 +96,10 @@ def _import_picamera2() -> Any:
     except ImportError:
         raise UsageError("camera.source is picamera2 but picamera2 is not installed: "
                          "sudo apt install python3-picamera2") from None
+    except ValueError as e:
+        # apt's picamera2 (simplejpeg) is built against Debian's numpy 1: numpy 2 in the venv breaks its import.
+        raise UsageError(f"picamera2 could not be imported ({str(e).splitlines()[0]}): "
+                         "install numpy<2 in edge-fer's venv (see README, Raspberry Pi)") from None
     return Picamera2
 
 

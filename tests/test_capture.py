@@ -146,3 +146,23 @@ def test_a_video_file_plays_at_its_own_rate_unless_file_fps_says_otherwise(tmp_p
     t0 = time.monotonic()
     levels, _ = _played(CameraConfig(source=str(video), fps=2.0, file_fps=10.0))
     assert len(levels) == 20 and time.monotonic() - t0 > 1.8  # 20 frames at 10 fps: two seconds
+
+
+def test_picamera2_broken_by_numpy_2_says_what_to_do(tmp_path, monkeypatch) -> None:
+    # What apt's picamera2 does in a venv with numpy 2 (its simplejpeg is built against numpy 1):
+    # the import raises ValueError. A stand-in package reproduces exactly that import failure.
+    import sys
+
+    import pytest
+
+    from edge_fer.capture import _import_picamera2
+    from edge_fer.errors import UsageError
+
+    (tmp_path / "picamera2").mkdir()
+    (tmp_path / "picamera2" / "__init__.py").write_text(
+        'raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. '
+        'Expected 96 from C header, got 88 from PyObject")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    with pytest.raises(UsageError, match=r"picamera2 could not be imported \(numpy.dtype size changed.*numpy<2"):
+        _import_picamera2()
