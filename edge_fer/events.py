@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from edge_fer import __version__
-from edge_fer.tracking import TrackEvent
+from edge_fer.types import TrackEvent
 from edge_fer.types import landmarks_list
 
 

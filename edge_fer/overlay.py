@@ -179,16 +179,17 @@ class Overlay:
                     self.status.configure(text=error)
                 else:
                     self.show(frame, faces, status=f"{shown(path)}: {len(faces)} face(s)")
-            result = self._latest() if self.camera_on else None
-            if result is not None and result.frame.seq != self._seen_seq:
+            live = self._latest() if self.camera_on else None
+            if live is not None and live.result.frame.seq != self._seen_seq:
+                result = live.result
                 self._seen_seq = result.frame.seq
-                labels = {i: f"#{t}" for i, t in enumerate(result.track_ids) if t is not None}
+                labels = {i: f"#{t}" for i, t in enumerate(result.track_ids)}
                 rec = "  REC" if self.recorder is not None else ""
-                live = (f"{result.fps:.1f} fps  dropped {result.dropped}  camera {result.camera}  "
-                        f"faces {len(result.faces)}{rec}")
+                figures = (f"{live.fps:.1f} fps  dropped {live.dropped}  camera {live.camera}  "
+                           f"faces {len(result.faces)}{rec}")
                 notice, until = self._notice
                 self.show(result.frame.image, result.faces, labels,
-                          f"{notice}  |  {live}" if time.monotonic() < until else live)
+                          f"{notice}  |  {figures}" if time.monotonic() < until else figures)
         finally:
             self.root.after(POLL_MS, self._poll)
 

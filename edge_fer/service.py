@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from edge_fer.analyze import Analyzer
 from edge_fer.capture import check_source
 from edge_fer.config import Config, load
-from edge_fer.daemon import Daemon, Result
+from edge_fer.daemon import Daemon
 from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError
+from edge_fer.types import Live
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class PipelineThread:
         self.error: EdgeFerError | None = None
 
     @property
-    def latest(self) -> Result | None:
+    def latest(self) -> Live | None:
         """The newest result of the running pipeline."""
         return self._daemon.latest if self._daemon is not None else None
 

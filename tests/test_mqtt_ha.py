@@ -13,7 +13,7 @@ import pytest
 from edge_fer.config import MqttConfig
 from edge_fer.events import (NO_FACE, EventFactory, discovery_config, discovery_topic, ha_id,
                              legacy_discovery_topics)
-from edge_fer.tracking import TrackEvent
+from edge_fer.types import TrackEvent
 from tests.broker import Broker, Subscriber
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
