@@ -7,12 +7,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from edge_fer.analyze import Analyzer
 from edge_fer.capture import Capture
 from edge_fer.config import Config
-from edge_fer.events import EventFactory, utc_iso
+from edge_fer.events import EventFactory, state_doc
 from edge_fer.pipeline import Pipeline
 from edge_fer.publisher import Publisher, make_publisher
 from edge_fer.sdnotify import Notifier
@@ -57,17 +56,6 @@ class Daemon:
     def _make_publisher(self) -> Publisher:
         return make_publisher(self.cfg, self.pipeline.tracker.labels)
 
-    def state_doc(self, capture: Capture, publisher: Publisher) -> dict[str, Any]:
-        """The retained state message; with no face in view the dominant emotion and confidence are null."""
-        tracks = [{"track_id": t.track_id, "emotion": t.emotion, "confidence": round(t.confidence, 4),
-                   "box": list(t.box)} for t in self.pipeline.tracks()]
-        dominant = max(tracks, key=lambda t: t["box"][2] * t["box"][3]) if tracks else {}
-        return {"device": self.cfg.device_id, "run_id": self.events.run_id, "camera": capture.state,
-                "faces": len(tracks), "dominant_emotion": dominant.get("emotion"),
-                "dominant_confidence": dominant.get("confidence"), "tracks": tracks, "fps": round(self.stats.fps, 2),
-                "frames": self.stats.frames, "dropped_frames": capture.dropped, "dropped_events": publisher.dropped,
-                "uptime": round(time.monotonic() - self.stats.started, 1), "ts": utc_iso()}
-
     def _send(self, publisher: Publisher, events: list[TrackEvent], captured: float | None = None) -> None:
         for e in events:
             doc = self.events.event(e, self.pipeline.frame_size, captured if e.type != "end" else None)
@@ -77,7 +65,8 @@ class Daemon:
     def _maybe_state(self, capture: Capture, publisher: Publisher, now: float, changed: bool) -> None:
         if now - self._last_state < self.cfg.mqtt.state_interval_seconds and not changed:
             return
-        doc = self.state_doc(capture, publisher)
+        doc = state_doc(self.cfg.device_id, self.events.run_id, capture.state, self.pipeline.tracks(), self.stats.fps,
+                        self.stats.frames, capture.dropped, publisher.dropped, now - self.stats.started)
         self._last_state = now
         publisher.publish_state(doc)
         self.notifier.status(f"{doc['fps']:.1f} fps, {doc['faces']} faces, camera {doc['camera']}")
