@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         overrides = list(args.set) + ([f"classifier.model={json.dumps(args.model)}"] if args.model else [])
         if args.source:
             overrides.append(f"camera.source={args.source if args.source.isdigit() else json.dumps(args.source)}")
-        cfg = load(args.config, overrides)
+        cfg = load(args.config, overrides, secrets=args.publish or not args.image)
         _setup_logging(cfg.logging.level)
         if args.check_config:
             print(f"{cfg.source_file}: OK", file=err)

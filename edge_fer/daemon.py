@@ -47,7 +47,7 @@ class Daemon:
         self.stop = stop
         self.pipeline = Pipeline(cfg, analyzer)
         self.notifier = Notifier()
-        self.events = EventFactory(cfg.device_id)
+        self.events = EventFactory(cfg.mqtt.device_id)
         self.stats = Stats()
         self.latest: Live | None = None
         self._last_state = 0.0
@@ -65,7 +65,7 @@ class Daemon:
     def _maybe_state(self, capture: Capture, publisher: Publisher, now: float, changed: bool) -> None:
         if now - self._last_state < self.cfg.mqtt.state_interval_seconds and not changed:
             return
-        doc = state_doc(self.cfg.device_id, self.events.run_id, capture.state, self.pipeline.tracks(), self.stats.fps,
+        doc = state_doc(self.cfg.mqtt.device_id, self.events.run_id, capture.state, self.pipeline.tracks(), self.stats.fps,
                         self.stats.frames, capture.dropped, publisher.dropped, now - self.stats.started)
         self._last_state = now
         publisher.publish_state(doc)
@@ -83,7 +83,7 @@ class Daemon:
         return 0
 
     def _loop(self, capture: Capture, publisher: Publisher) -> None:
-        log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.device_id)
+        log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.mqtt.device_id)
         camera_was = ""
         while not self.stop.is_set():
             self.notifier.watchdog()

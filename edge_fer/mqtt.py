@@ -12,16 +12,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_fer.config import MqttConfig
-from edge_fer.errors import ConfigError
 from edge_fer.events import discovery_config, discovery_topic, legacy_discovery_topics
 
 log = logging.getLogger(__name__)
@@ -35,22 +33,6 @@ TAKEOVER_BACKOFF = (30, 300)  # first and longest wait after a takeover, doublin
 STABLE_SECONDS = 60.0  # a connection that lasted this long ends the takeover backoff
 RECONNECT_DELAY = (1, 30)
 ANNOUNCE_ROOM = 16  # room in paho's queue beyond the events' bound for availability, discovery and state
-
-
-def resolve_password(cfg: MqttConfig) -> str | None:
-    """The password from the config, an environment variable, or a file, in that order."""
-    if cfg.password:
-        return cfg.password
-    if cfg.password_env:
-        if cfg.password_env not in os.environ:
-            raise ConfigError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
-        return os.environ[cfg.password_env]
-    if cfg.password_file:
-        try:
-            return Path(cfg.password_file).expanduser().read_text().splitlines()[0].strip()
-        except (OSError, IndexError) as e:
-            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file} ({e})") from None
-    return None
 
 
 def describe_failure(exc: BaseException | None, host: str) -> tuple[str, str]:
@@ -121,12 +103,7 @@ class MqttPublisher:
         self._client.reconnect_delay_set(*RECONNECT_DELAY)
         if announce:
             self._client.will_set(self.topics["availability"], OFFLINE, qos=1, retain=True)
-        password = resolve_password(cfg)
-        if cfg.username or password:
-            self._client.username_pw_set(cfg.username or None, password)
-        if cfg.tls:
-            self._client.tls_set(ca_certs=cfg.ca_certs or None, certfile=cfg.certfile or None,
-                                 keyfile=cfg.keyfile or None)
+        _authenticate(self._client, cfg)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -305,9 +282,8 @@ class MqttPublisher:
 
 def _authenticate(client: paho.Client, cfg: MqttConfig) -> None:
     """Username, password and TLS from the config."""
-    password = resolve_password(cfg)
-    if cfg.username or password:
-        client.username_pw_set(cfg.username or None, password)
+    if cfg.username or cfg.password:
+        client.username_pw_set(cfg.username or None, cfg.password or None)
     if cfg.tls:
         client.tls_set(ca_certs=cfg.ca_certs or None, certfile=cfg.certfile or None, keyfile=cfg.keyfile or None)
 
