@@ -324,7 +324,7 @@ def _resolve_mqtt(mqtt: MqttConfig, where: str, secrets: bool) -> MqttConfig:
         try:
             lines = Path(mqtt.password_file).expanduser().read_text().splitlines()
         except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+            reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
             raise ConfigError(f"{where}: mqtt.password_file: cannot read {shown(mqtt.password_file)} ({reason})"
                               ) from None
         if not lines or not lines[0].strip():

@@ -65,8 +65,9 @@ class Daemon:
     def _maybe_state(self, capture: Capture, publisher: Publisher, now: float, changed: bool) -> None:
         if now - self._last_state < self.cfg.mqtt.state_interval_seconds and not changed:
             return
-        doc = state_doc(self.cfg.mqtt.device_id, self.events.run_id, capture.state, self.pipeline.tracks(), self.stats.fps,
-                        self.stats.frames, capture.dropped, publisher.dropped, now - self.stats.started)
+        doc = state_doc(self.cfg.mqtt.device_id, self.events.run_id, capture.state, self.pipeline.tracks(),
+                        self.stats.fps, self.stats.frames, capture.dropped, publisher.dropped,
+                        now - self.stats.started)
         self._last_state = now
         publisher.publish_state(doc)
         self.notifier.status(f"{doc['fps']:.1f} fps, {doc['faces']} faces, camera {doc['camera']}")
