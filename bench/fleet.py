@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from edge_fer.config import MqttConfig  # noqa: E402
 from edge_fer.events import EventFactory  # noqa: E402
 from edge_fer.mqtt import MqttPublisher  # noqa: E402
-from edge_fer.tracking import TrackEvent  # noqa: E402
+from edge_fer.types import TrackEvent  # noqa: E402
 from tests.broker import Broker, Subscriber  # noqa: E402
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

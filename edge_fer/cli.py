@@ -13,10 +13,8 @@ from typing import TextIO
 import yaml
 
 from edge_fer import __version__
-from edge_fer.capture import quiet_native_logs
 from edge_fer.config import Config, as_dict, load
 from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
-from edge_fer.oneshot import run_images
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +86,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         from edge_fer.record import main as record_main
 
         return record_main(argv, out, err)
+    # The vision stack loads only here: `edge-fer record` and `report` (and their imports of this module)
+    # stay light.
+    from edge_fer.capture import quiet_native_logs
+    from edge_fer.oneshot import run_images
+
     try:
         quiet_native_logs()
         args = build_parser().parse_args(argv)
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
         overrides = list(args.set) + ([f"classifier.model={json.dumps(args.model)}"] if args.model else [])
         if args.source:
             overrides.append(f"camera.source={args.source if args.source.isdigit() else json.dumps(args.source)}")
-        cfg = load(args.config, overrides)
+        cfg = load(args.config, overrides, secrets=args.publish or not args.image)
         _setup_logging(cfg.logging.level)
         if args.check_config:
             print(f"{cfg.source_file}: OK", file=err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import socket
 import ssl
 import types
@@ -19,25 +20,35 @@ from edge_fer.errors import ConfigError, shown
 SEARCH_PATH = (Path("config.yaml"), Path("/etc/edge-fer/config.yaml"))
 
 
+def _within(default: Any, low: float, high: float) -> Any:
+    """A field whose values must lie in [low, high], checked at load."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def _one_of(default: str, *choices: str) -> Any:
+    """A field whose values must be one of `choices`, checked at load."""
+    return field(default=default, metadata={"choices": choices})
+
+
 @dataclass(frozen=True)
 class CameraConfig:
     """Where frames come from."""
 
     source: Union[int, str] = 0
-    width: int = 640
-    height: int = 480
-    fps: float = 15.0
-    file_fps: float = 0.0
+    width: int = _within(640, 1, 16384)
+    height: int = _within(480, 1, 16384)
+    fps: float = _within(15.0, 0.1, 1000)
+    file_fps: float = _within(0.0, 0.0, 1000)
     loop: bool = False
-    reopen_max_seconds: float = 30.0
+    reopen_max_seconds: float = _within(30.0, 0.1, 3600)
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
     """Which face detector runs, and how often the daemon runs it in full."""
 
-    backend: str = "yunet"
-    every_n_frames: int = 3
+    backend: str = _one_of("yunet", "yunet", "haar")
+    every_n_frames: int = _within(3, 1, 1000)
 
 
 @dataclass(frozen=True)
@@ -45,25 +56,25 @@ class YunetConfig:
     """OpenCV's YuNet CNN face detector."""
 
     model: str = ""
-    detect_width: int = 480
-    score_threshold: float = 0.6
-    nms_threshold: float = 0.3
-    photo_size: int = 640
-    photo_small_faces_size: int = 1280
-    small_face_px: int = 40
+    detect_width: int = _within(480, 32, 8192)
+    score_threshold: float = _within(0.6, 0.0, 1.0)
+    nms_threshold: float = _within(0.3, 0.0, 1.0)
+    photo_size: int = _within(640, 32, 16384)
+    photo_small_faces_size: int = _within(1280, 0, 16384)
+    small_face_px: int = _within(40, 0, 1000)
 
 
 @dataclass(frozen=True)
 class HaarConfig:
     """OpenCV's Haar cascade face detector."""
 
-    detect_width: int = 320
-    scale_factor: float = 1.15
-    min_neighbors: int = 4
-    min_face_fraction: float = 0.1
+    detect_width: int = _within(320, 64, 8192)
+    scale_factor: float = _within(1.15, 1.01, 2.0)
+    min_neighbors: int = _within(4, 0, 100)
+    min_face_fraction: float = _within(0.1, 0.0, 1.0)
     min_level_weight: float = 1.0
-    photo_detect_width: int = 1024
-    photo_min_face_fraction: float = 0.03
+    photo_detect_width: int = _within(1024, 64, 16384)
+    photo_min_face_fraction: float = _within(0.03, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -71,20 +82,20 @@ class ClassifierConfig:
     """The emotion model."""
 
     model: str = ""
-    threads: int = 1
-    max_faces: int = 8
+    threads: int = _within(1, 1, 64)
+    max_faces: int = _within(8, 1, 256)
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
     """Following faces over time and steadying their labels."""
 
-    iou_threshold: float = 0.3
-    max_missing_seconds: float = 1.0
-    smoothing_seconds: float = 0.8
-    switch_seconds: float = 0.5
-    switch_margin: float = 0.1
-    switch_min_confidence: float = 0.4
+    iou_threshold: float = _within(0.3, 0.0, 1.0)
+    max_missing_seconds: float = _within(1.0, 0.0, 600)
+    smoothing_seconds: float = _within(0.8, 0.0, 600)
+    switch_seconds: float = _within(0.5, 0.0, 600)
+    switch_margin: float = _within(0.1, 0.0, 1.0)
+    switch_min_confidence: float = _within(0.4, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -93,28 +104,28 @@ class MqttConfig:
 
     enabled: bool = True
     host: str = "localhost"
-    port: int = 1883
+    port: int = _within(1883, 1, 65535)
     prefix: str = "edge_fer"
-    device_id: str = ""
+    device_id: str = ""  # the host name when not set, filled in at load
     client_id: str = ""
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # at load, the one from password_env or password_file
     password_env: str = ""
     password_file: str = ""
     tls: bool = False
     ca_certs: str = ""
     certfile: str = ""
     keyfile: str = ""
-    keepalive: int = 60
-    qos: int = 1
-    queue_size: int = 1000
-    state_interval_seconds: float = 5.0
+    keepalive: int = _within(60, 5, 3600)
+    qos: int = _within(1, 0, 1)
+    queue_size: int = _within(1000, 1, 10_000_000)
+    state_interval_seconds: float = _within(5.0, 0.5, 86400)
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     support_url: str = ""
-    protocol: str = "auto"
-    session_expiry_seconds: int = 300
-    message_expiry_seconds: int = 86400
+    protocol: str = _one_of("auto", "auto", "5", "3.1.1")
+    session_expiry_seconds: int = _within(300, 0, 4294967295)
+    message_expiry_seconds: int = _within(86400, 0, 4294967295)
 
 
 @dataclass(frozen=True)
@@ -129,15 +140,15 @@ class DisplayConfig:
 class ImagesConfig:
     """One-shot image mode."""
 
-    max_pixels: int = 50_000_000
-    max_faces: int = 100
+    max_pixels: int = _within(50_000_000, 1, 1_000_000_000)
+    max_faces: int = _within(100, 1, 10_000)
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
     """Log output to stderr (journald under systemd)."""
 
-    level: str = "INFO"
+    level: str = _one_of("INFO", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -155,38 +166,6 @@ class Config:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source_file: str = ""
-
-    @property
-    def device_id(self) -> str:
-        """The MQTT device id: the configured one, else the host name."""
-        return self.mqtt.device_id or socket.gethostname()
-
-
-# Ranges checked at load: (low, high) inclusive; None means unbounded on that side.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "camera.width": (1, 16384), "camera.height": (1, 16384), "camera.fps": (0.1, 1000), "camera.file_fps": (0.0, 1000),
-    "camera.reopen_max_seconds": (0.1, 3600),
-    "detector.every_n_frames": (1, 1000),
-    "yunet.detect_width": (32, 8192), "yunet.score_threshold": (0.0, 1.0), "yunet.nms_threshold": (0.0, 1.0),
-    "yunet.photo_size": (32, 16384), "yunet.photo_small_faces_size": (0, 16384), "yunet.small_face_px": (0, 1000),
-    "haar.detect_width": (64, 8192), "haar.scale_factor": (1.01, 2.0),
-    "haar.min_neighbors": (0, 100), "haar.min_face_fraction": (0.0, 1.0),
-    "haar.min_level_weight": (None, None), "haar.photo_detect_width": (64, 16384),
-    "haar.photo_min_face_fraction": (0.0, 1.0),
-    "classifier.threads": (1, 64), "classifier.max_faces": (1, 256),
-    "tracking.iou_threshold": (0.0, 1.0), "tracking.max_missing_seconds": (0.0, 600),
-    "tracking.smoothing_seconds": (0.0, 600), "tracking.switch_seconds": (0.0, 600),
-    "tracking.switch_margin": (0.0, 1.0), "tracking.switch_min_confidence": (0.0, 1.0),
-    "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.qos": (0, 1),
-    "mqtt.queue_size": (1, 10_000_000), "mqtt.state_interval_seconds": (0.5, 86400),
-    "mqtt.session_expiry_seconds": (0, 4294967295), "mqtt.message_expiry_seconds": (0, 4294967295),
-    "images.max_pixels": (1, 1_000_000_000), "images.max_faces": (1, 10_000),
-}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-    "detector.backend": ("yunet", "haar"),
-    "mqtt.protocol": ("auto", "5", "3.1.1"),
-}
 
 
 def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
@@ -208,13 +187,15 @@ def _coerce(key: str, value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: {key} must be {names}, got {got}")
 
 
-def _check_range(key: str, value: Any, where: str) -> None:
-    if key in RANGES:
-        lo, hi = RANGES[key]
-        if not ((lo is None or value >= lo) and (hi is None or value <= hi)):
+def _check_value(key: str, value: Any, spec: dataclasses.Field, where: str) -> None:
+    """The range or choices on the field itself, and the MQTT topic rules."""
+    if "range" in spec.metadata:
+        lo, hi = spec.metadata["range"]
+        if not lo <= value <= hi:
             raise ConfigError(f"{where}: {key} = {describe(key, value)} is out of range [{lo}, {hi}]")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{where}: {key} = {describe(key, value)} must be one of {', '.join(CHOICES[key])}")
+    choices = spec.metadata.get("choices", ())
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {key} = {describe(key, value)} must be one of {', '.join(choices)}")
     if key in TOPIC_PARTS:
         _check_topic_part(key, value, TOPIC_PARTS[key], where)
 
@@ -316,18 +297,41 @@ def _build(data: dict[str, Any], where: str) -> Config:
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: section {name} must be a mapping")
         cls = hints[name]
-        fields = typing.get_type_hints(cls)
+        hinted = typing.get_type_hints(cls)
+        specs = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in body.items():
             full = key_name(name, key)
-            if key not in fields:
+            if key not in specs:
                 raise ConfigError(f"{where}: unknown key {full}")
-            values[key] = _coerce(full, value, fields[key], where)
-            _check_range(full, values[key], where)
+            values[key] = _coerce(full, value, hinted[key], where)
+            _check_value(full, values[key], specs[key], where)
         sections[name] = cls(**values)
     cfg = Config(**sections, source_file=where)
     _check_tls(cfg.mqtt, where)
     return cfg
+
+
+def _resolve_mqtt(mqtt: MqttConfig, where: str, secrets: bool) -> MqttConfig:
+    """The host name as the default device id and (with `secrets`) the password from password_env or password_file."""
+    password = mqtt.password
+    if secrets and not password and mqtt.password_env:
+        if mqtt.password_env not in os.environ:
+            raise ConfigError(f"{where}: mqtt.password_env: environment variable {describe('', mqtt.password_env)} "
+                              "is not set")
+        password = os.environ[mqtt.password_env]
+    elif secrets and not password and mqtt.password_file:
+        try:
+            lines = Path(mqtt.password_file).expanduser().read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
+            raise ConfigError(f"{where}: mqtt.password_file: cannot read {shown(mqtt.password_file)} ({reason})"
+                              ) from None
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"{where}: mqtt.password_file: {shown(mqtt.password_file)} has no password on its "
+                              "first line")
+        password = lines[0].strip()
+    return dataclasses.replace(mqtt, password=password, device_id=mqtt.device_id or socket.gethostname())
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -396,7 +400,7 @@ def find_config(explicit: str | Path | None) -> Path | None:
     return next((p for p in SEARCH_PATH if p.is_file()), None)
 
 
-def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def load(path: str | Path | None = None, overrides: list[str] = (), secrets: bool = True) -> Config:
     """Read and validate a config file (or the defaults) with `section.key=value` overrides on top."""
     data: dict[str, Any] = {}
     where = "defaults"
@@ -425,7 +429,10 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: section {section} must be a mapping")
         body[key] = value
-    return _build(data, where)
+    cfg = _build(data, where)
+    # Without `secrets` (a run that never connects) the password is left unread: whoever runs it may not be
+    # allowed to read the service's password file.
+    return dataclasses.replace(cfg, mqtt=_resolve_mqtt(cfg.mqtt, where, secrets))
 
 
 def as_dict(cfg: Config) -> dict[str, Any]:

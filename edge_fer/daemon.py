@@ -1,4 +1,4 @@
-"""The long-running pipeline: capture, detect, classify, track, publish; one stop event owns it."""
+"""The daemon around the pipeline: capture, publishing, state messages, figures and systemd notification."""
 
 from __future__ import annotations
 
@@ -7,33 +7,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
-
-import cv2
 
 from edge_fer.analyze import Analyzer
-from edge_fer.capture import Capture, Frame
+from edge_fer.capture import Capture
 from edge_fer.config import Config
-from edge_fer.events import EventFactory, utc_iso
+from edge_fer.events import EventFactory, state_doc
+from edge_fer.pipeline import Pipeline
 from edge_fer.publisher import Publisher, make_publisher
 from edge_fer.sdnotify import Notifier
-from edge_fer.detector import one_per_face
-from edge_fer.tracking import TrackEvent, Tracker
-from edge_fer.types import Detection, Face
+from edge_fer.types import Live, TrackEvent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Result:
-    """What the pipeline made of one frame: what the overlay draws."""
-
-    frame: Frame
-    faces: list[Face]
-    track_ids: list[int | None]
-    fps: float
-    dropped: int
-    camera: str
 
 
 @dataclass
@@ -61,64 +45,29 @@ class Daemon:
     def __init__(self, cfg: Config, stop: threading.Event, analyzer: Analyzer | None = None) -> None:
         self.cfg = cfg
         self.stop = stop
-        self.analyzer = analyzer or Analyzer.from_config(cfg)
+        self.pipeline = Pipeline(cfg, analyzer)
         self.notifier = Notifier()
-        self.tracker = Tracker(cfg.tracking, self.analyzer.classifier.labels)
-        self.events = EventFactory(cfg.device_id)
+        self.events = EventFactory(cfg.mqtt.device_id)
         self.stats = Stats()
-        self.latest: Result | None = None
-        self._found: list[Detection] = []
-        self._frame_size = (0, 0)
-        self._processed = 0
+        self.latest: Live | None = None
         self._last_state = 0.0
         self._ready = False
 
     def _make_publisher(self) -> Publisher:
-        return make_publisher(self.cfg, self.analyzer.classifier.labels)
-
-    def process(self, frame: Frame) -> tuple[list[Face], list[TrackEvent]]:
-        """Detect on every Nth frame, follow the known faces in between, classify in one call, and track."""
-        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY) if frame.image.ndim == 3 else frame.image
-        h, w = gray.shape[:2]
-        resized = (w, h) != self._frame_size
-        self._frame_size = (w, h)
-        detector = self.analyzer.detector
-        # A full detection every Nth frame (or when boxes from another frame size mean nothing) finds new
-        # faces; in between each known face is searched for only around where it was.
-        # Counted over processed frames: capture sequence numbers skip the frames that were dropped.
-        self._processed += 1
-        # With many faces known, searching near each costs more than one full detection (YuNet): detect instead.
-        if (resized or (self._processed - 1) % self.cfg.detector.every_n_frames == 0
-                or not detector.refine_pays(len(self._found), w, h)):
-            self._found = detector.detect(frame.image)
-        else:
-            # Two known faces can converge on one; it stays one face.
-            self._found = one_per_face([d for d in (detector.refine(frame.image, d) for d in self._found)
-                                        if d is not None])
-        faces = self.analyzer.classify(gray, self._found)
-        return faces, self.tracker.update(faces, frame.t)
-
-    def state_doc(self, capture: Capture, publisher: Publisher) -> dict[str, Any]:
-        """The retained state message; with no face in view the dominant emotion and confidence are null."""
-        tracks = [{"track_id": t.id, "emotion": self.tracker.labels[t.label], "confidence": round(t.confidence(), 4),
-                   "box": list(t.box)} for t in self.tracker.tracks.values()]
-        dominant = max(tracks, key=lambda t: t["box"][2] * t["box"][3]) if tracks else {}
-        return {"device": self.cfg.device_id, "run_id": self.events.run_id, "camera": capture.state,
-                "faces": len(tracks), "dominant_emotion": dominant.get("emotion"),
-                "dominant_confidence": dominant.get("confidence"), "tracks": tracks, "fps": round(self.stats.fps, 2),
-                "frames": self.stats.frames, "dropped_frames": capture.dropped, "dropped_events": publisher.dropped,
-                "uptime": round(time.monotonic() - self.stats.started, 1), "ts": utc_iso()}
+        return make_publisher(self.cfg, self.pipeline.tracker.labels)
 
     def _send(self, publisher: Publisher, events: list[TrackEvent], captured: float | None = None) -> None:
         for e in events:
-            doc = self.events.event(e, self._frame_size, captured if e.type != "end" else None)
+            doc = self.events.event(e, self.pipeline.frame_size, captured if e.type != "end" else None)
             log.info("track %d %s: %s %.2f", e.track_id, e.type, e.emotion, e.confidence)
             publisher.publish_event(doc)
 
     def _maybe_state(self, capture: Capture, publisher: Publisher, now: float, changed: bool) -> None:
         if now - self._last_state < self.cfg.mqtt.state_interval_seconds and not changed:
             return
-        doc = self.state_doc(capture, publisher)
+        doc = state_doc(self.cfg.mqtt.device_id, self.events.run_id, capture.state, self.pipeline.tracks(),
+                        self.stats.fps, self.stats.frames, capture.dropped, publisher.dropped,
+                        now - self.stats.started)
         self._last_state = now
         publisher.publish_state(doc)
         self.notifier.status(f"{doc['fps']:.1f} fps, {doc['faces']} faces, camera {doc['camera']}")
@@ -135,7 +84,7 @@ class Daemon:
         return 0
 
     def _loop(self, capture: Capture, publisher: Publisher) -> None:
-        log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.device_id)
+        log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.mqtt.device_id)
         camera_was = ""
         while not self.stop.is_set():
             self.notifier.watchdog()
@@ -146,19 +95,18 @@ class Daemon:
                     log.info("end of the video file: stopping")
                     return
                 # No frames: faces cannot be seen, so their tracks end on time.
-                self._send(publisher, self.tracker.update([], now))
+                self._send(publisher, self.pipeline.idle(now))
                 self._maybe_state(capture, publisher, now, capture.state != camera_was)
                 camera_was = capture.state
                 continue
-            faces, events = self.process(frame)
+            result, events = self.pipeline.step(frame)
             self.stats.tick(now)
             self._send(publisher, events, frame.wall)
-            self.latest = Result(frame, faces, list(self.tracker.assigned), self.stats.fps,
-                                 capture.dropped, capture.state)
+            self.latest = Live(result, self.stats.fps, capture.dropped, capture.state)
             if not self._ready:
                 self._ready = True
                 self.notifier.ready(f"first frame processed from {self.cfg.camera.source}")
-                log.info("first frame processed (%dx%d)", *self._frame_size)
+                log.info("first frame processed (%dx%d)", *result.frame_size)
             self._maybe_state(capture, publisher, now, bool(events) or capture.state != camera_was)
             camera_was = capture.state
 
@@ -166,9 +114,9 @@ class Daemon:
         """Stop in order: capture, then the pipeline's open tracks, then MQTT (offline before disconnect)."""
         self.notifier.stopping()
         capture.close()
-        self._send(publisher, self.tracker.close_all(time.monotonic()))
+        self._send(publisher, self.pipeline.end_tracks(time.monotonic()))
         self._maybe_state(capture, publisher, time.monotonic(), True)
         publisher.stop()
-        self.analyzer.classifier.close()
+        self.pipeline.close()
         log.info("stopped after %d frames", self.stats.frames)
 

@@ -1,4 +1,4 @@
-"""The JSON documents edge-fer publishes: events, state and Home Assistant discovery."""
+"""The JSON documents edge-fer publishes: events, image events, state and Home Assistant discovery."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import uuid
 from typing import Any
 
 from edge_fer import __version__
-from edge_fer.tracking import TrackEvent
-from edge_fer.types import landmarks_list
+from edge_fer.types import TrackEvent, TrackState, landmarks_list
 
 
 def utc_iso(t: float | None = None) -> str:
@@ -46,6 +45,18 @@ class EventFactory:
                 "emotion": face["emotion"], "confidence": face["confidence"], "scores": face["scores"],
                 "box": face["box"], "landmarks": face.get("landmarks"), "detector_score": face.get("detector_score"),
                 "frame_size": list(frame_size), "ts": utc_iso(), "run_id": self.run_id, "seq": next(self._seq)}
+
+
+def state_doc(device: str, run_id: str, camera: str, tracks: list[TrackState], fps: float, frames: int,
+              dropped_frames: int, dropped_events: int, uptime: float) -> dict[str, Any]:
+    """The retained state message; with no face in view the dominant emotion and confidence are null."""
+    docs = [{"track_id": t.track_id, "emotion": t.emotion, "confidence": round(t.confidence, 4), "box": list(t.box)}
+            for t in tracks]
+    dominant = max(docs, key=lambda t: t["box"][2] * t["box"][3]) if docs else {}
+    return {"device": device, "run_id": run_id, "camera": camera, "faces": len(docs),
+            "dominant_emotion": dominant.get("emotion"), "dominant_confidence": dominant.get("confidence"),
+            "tracks": docs, "fps": round(fps, 2), "frames": frames, "dropped_frames": dropped_frames,
+            "dropped_events": dropped_events, "uptime": round(uptime, 1), "ts": utc_iso()}
 
 
 NO_FACE = "no_face"  # the emotion sensor's state when no face is in view

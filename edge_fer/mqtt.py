@@ -12,16 +12,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_fer.config import MqttConfig
-from edge_fer.errors import ConfigError
 from edge_fer.events import discovery_config, discovery_topic, legacy_discovery_topics
 
 log = logging.getLogger(__name__)
@@ -35,22 +33,6 @@ TAKEOVER_BACKOFF = (30, 300)  # first and longest wait after a takeover, doublin
 STABLE_SECONDS = 60.0  # a connection that lasted this long ends the takeover backoff
 RECONNECT_DELAY = (1, 30)
 ANNOUNCE_ROOM = 16  # room in paho's queue beyond the events' bound for availability, discovery and state
-
-
-def resolve_password(cfg: MqttConfig) -> str | None:
-    """The password from the config, an environment variable, or a file, in that order."""
-    if cfg.password:
-        return cfg.password
-    if cfg.password_env:
-        if cfg.password_env not in os.environ:
-            raise ConfigError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
-        return os.environ[cfg.password_env]
-    if cfg.password_file:
-        try:
-            return Path(cfg.password_file).expanduser().read_text().splitlines()[0].strip()
-        except (OSError, IndexError) as e:
-            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file} ({e})") from None
-    return None
 
 
 def describe_failure(exc: BaseException | None, host: str) -> tuple[str, str]:
@@ -70,6 +52,40 @@ def describe_failure(exc: BaseException | None, host: str) -> tuple[str, str]:
     return "unknown", f"unknown: {exc!r}"
 
 
+class ConnectionLog:
+    """A connection's state as the log tells it: each change once, with its reason (reconnect attempts repeat)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where  # host:port
+        self.state = "connecting"  # connecting, connected, refused, unreachable:<kind>, lost, taken over
+
+    def enter(self, state: str, level: int, text: str) -> None:
+        """Log `text` if this is a change of state."""
+        if state != self.state:
+            self.state = state
+            log.log(level, text)
+
+    def connected(self, detail: str) -> None:
+        """The broker accepted the connection."""
+        self.enter("connected", logging.INFO, f"MQTT connected to {self.where} {detail}")
+
+    def refused(self, reason: Any) -> None:
+        """The broker answered the CONNECT with a failure reason code."""
+        self.enter("refused", logging.ERROR, f"MQTT broker {self.where} refused the connection: {reason} "
+                                             f"(reason code {reason.value}); retrying")
+
+    def unreachable(self, host: str) -> None:
+        """An attempt failed before MQTT; called inside paho's `except`, so the exception is current."""
+        kind, text = describe_failure(sys.exc_info()[1], host)
+        self.enter(f"unreachable:{kind}", logging.ERROR if kind == "tls" else logging.WARNING,
+                   f"MQTT broker {self.where} unreachable ({text}); retrying")
+
+    def lost(self, reason: Any, kept: str) -> None:
+        """An established connection ended; `kept` says what happens to the messages meanwhile."""
+        self.enter("lost", logging.WARNING, f"MQTT connection to {self.where} lost ({reason}, reason code "
+                                            f"{reason.value}); {kept}")
+
+
 class MqttPublisher:
     """Availability, events, state and discovery for one device; keeps events while the broker is away."""
 
@@ -83,13 +99,13 @@ class MqttPublisher:
         self.labels = labels
         self.base = f"{cfg.prefix}/{device}"
         self.where = f"{cfg.host}:{cfg.port}"
+        self._log = ConnectionLog(self.where)
         self.topics = {k: f"{self.base}/{k}" for k in ("availability", "events", "state")}
         self.ha_status = f"{cfg.discovery_prefix}/status"
         self.dropped = 0
         self.failed_attempts = 0  # connection attempts that did not end in a CONNACK success
         self.takeovers = 0
         self.connected = threading.Event()
-        self._state = "connecting"  # connecting, connected, refused, unreachable:<kind>, lost, taken over
         self._connected_at: float | None = None
         self._quick = 0  # connections in a row the broker closed soon after accepting them
         self._takeover_delay = TAKEOVER_BACKOFF[0]
@@ -121,12 +137,7 @@ class MqttPublisher:
         self._client.reconnect_delay_set(*RECONNECT_DELAY)
         if announce:
             self._client.will_set(self.topics["availability"], OFFLINE, qos=1, retain=True)
-        password = resolve_password(cfg)
-        if cfg.username or password:
-            self._client.username_pw_set(cfg.username or None, password)
-        if cfg.tls:
-            self._client.tls_set(ca_certs=cfg.ca_certs or None, certfile=cfg.certfile or None,
-                                 keyfile=cfg.keyfile or None)
+        _authenticate(self._client, cfg)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -141,12 +152,6 @@ class MqttPublisher:
         """The MQTT version in use: "5" or "3.1.1"."""
         return "5" if self._client.protocol == paho.MQTTv5 else "3.1.1"
 
-    def _enter(self, state: str, level: int, text: str) -> None:
-        # Reconnect attempts repeat; the log says each change of state once.
-        if state != self._state:
-            self._state = state
-            log.log(level, text)
-
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
             if reason == "Unsupported protocol version" and self.cfg.protocol == "auto" and self.protocol == "5":
@@ -157,12 +162,10 @@ class MqttPublisher:
                 self._event_props = None
                 return
             self.failed_attempts += 1
-            self._enter("refused", logging.ERROR, f"MQTT broker {self.where} refused the connection: {reason} "
-                                                  f"(reason code {reason.value}); retrying")
+            self._log.refused(reason)
             return
         self._connected_at = time.monotonic()
-        self._enter("connected", logging.INFO, f"MQTT connected to {self.where} as {self.base} "
-                                               f"(MQTT {self.protocol}, client id {self.client_id})")
+        self._log.connected(f"as {self.base} (MQTT {self.protocol}, client id {self.client_id})")
         if self.announce:
             client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
             self._discovery(client)
@@ -191,12 +194,8 @@ class MqttPublisher:
             self._discovery(client)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        # paho calls this inside its `except OSError:`, so the exception that ended the attempt is current.
-        kind, text = describe_failure(sys.exc_info()[1], self.cfg.host)
         self.failed_attempts += 1
-        level = logging.ERROR if kind == "tls" else logging.WARNING
-        self._enter(f"unreachable:{kind}", level,
-                    f"MQTT broker {self.where} unreachable ({text}); retrying")
+        self._log.unreachable(self.cfg.host)
 
     def _release(self) -> None:
         """On paho's thread, once nothing from before the reconnect is left to resend: the backlog goes, in order."""
@@ -227,8 +226,7 @@ class MqttPublisher:
                              f"{QUICK_SECONDS:.0f} s of accepting them")
         else:
             client.reconnect_delay_set(*RECONNECT_DELAY)
-            self._enter("lost", logging.WARNING, f"MQTT connection to {self.where} lost ({reason}, reason code "
-                                                 f"{reason.value}); events are kept until it is back")
+            self._log.lost(reason, "events are kept until it is back")
 
     def _taken_over(self, why: str) -> None:
         """Another client uses our client id: say so once, and stop kicking it off every second."""
@@ -244,7 +242,7 @@ class MqttPublisher:
         else:
             log.warning("MQTT client id %r taken over again (%d times; %s); reconnecting in %d s",
                         self.client_id, self.takeovers, why, delay)
-        self._state = "taken over"
+        self._log.state = "taken over"
 
     def start(self) -> "MqttPublisher":
         """Connect in the background; a broker that is down is retried with backoff."""
@@ -305,9 +303,8 @@ class MqttPublisher:
 
 def _authenticate(client: paho.Client, cfg: MqttConfig) -> None:
     """Username, password and TLS from the config."""
-    password = resolve_password(cfg)
-    if cfg.username or password:
-        client.username_pw_set(cfg.username or None, password)
+    if cfg.username or cfg.password:
+        client.username_pw_set(cfg.username or None, cfg.password or None)
     if cfg.tls:
         client.tls_set(ca_certs=cfg.ca_certs or None, certfile=cfg.certfile or None, keyfile=cfg.keyfile or None)
 
@@ -331,7 +328,7 @@ class MqttSubscriber:
         """`session_expiry` (seconds): how long the broker keeps the session and its messages while we are away."""
         self.cfg = cfg
         self.topics = topics
-        self._state = "connecting"
+        self._log = ConnectionLog(f"{cfg.host}:{cfg.port}")
         self._on_message_cb = on_message
         self._session_expiry = session_expiry
         self._connection = 0
@@ -344,23 +341,14 @@ class MqttSubscriber:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._client.on_connect_fail = lambda client, userdata: self._enter(
-            "unreachable", logging.WARNING, f"MQTT broker {cfg.host}:{cfg.port} not reachable; retrying")
-
-    def _enter(self, state: str, level: int, text: str) -> None:
-        if state != self._state:
-            self._state = state
-            log.log(level, text)
+        self._client.on_connect_fail = lambda client, userdata: self._log.unreachable(cfg.host)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            self._enter("refused", logging.ERROR, f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the "
-                                                  f"connection: {reason}; retrying")
+            self._log.refused(reason)
             return
         self._connection += 1
-        resumed = "resumed" if flags.session_present else "new"
-        self._enter("connected", logging.INFO, f"MQTT connected to {self.cfg.host}:{self.cfg.port} ({resumed} "
-                                               "session)")
+        self._log.connected(f"({'resumed' if flags.session_present else 'new'} session)")
         client.subscribe([(t, 1) for t in self.topics])
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any,
@@ -372,9 +360,8 @@ class MqttSubscriber:
             log.info("subscribed to %s", ", ".join(self.topics))
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if self._state == "connected" and (reason.is_failure or reason.value != 0):
-            self._enter("lost", logging.WARNING, f"MQTT connection to {self.cfg.host}:{self.cfg.port} lost "
-                                                 f"({reason}); the broker keeps our messages until it is back")
+        if self._log.state == "connected" and (reason.is_failure or reason.value != 0):
+            self._log.lost(reason, "the broker keeps our messages until it is back")
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._on_message_cb(Incoming(msg.topic, msg.payload, msg.mid, msg.qos, self._connection))

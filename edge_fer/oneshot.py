@@ -117,8 +117,8 @@ def publish_images(cfg: Config, docs: list[dict], err: TextIO, connect_timeout: 
     from edge_fer.events import EventFactory
     from edge_fer.mqtt import MqttPublisher
 
-    factory = EventFactory(cfg.device_id)
-    with MqttPublisher(cfg.mqtt, cfg.device_id, announce=False) as pub:
+    factory = EventFactory(cfg.mqtt.device_id)
+    with MqttPublisher(cfg.mqtt, cfg.mqtt.device_id, announce=False) as pub:
         if not pub.connected.wait(connect_timeout):
             print(f"edge-fer: MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable; results not published",
                   file=err)

@@ -11,16 +11,16 @@ import time
 import tkinter as tk
 from pathlib import Path
 from tkinter import filedialog
-from typing import Callable
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-from edge_fer.analyze import Analyzer, Face
 from edge_fer.annotate import annotate, color_of
 from edge_fer.config import Config
 from edge_fer.errors import EdgeFerError, UsageError, WriteError, shown
 from edge_fer.images import read_image, save_image, write_file
+from edge_fer.types import Face, Live
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,30 @@ def hex_color(bgr: tuple[int, int, int]) -> str:
     return "#%02x%02x%02x" % (bgr[2], bgr[1], bgr[0])
 
 
+class Host(Protocol):
+    """What the window needs of the service around it."""
+
+    def start_camera(self) -> None:
+        """Start the live pipeline."""
+
+    def stop_camera(self) -> None:
+        """Stop the live pipeline and wait for it."""
+
+    def latest(self) -> Live | None:
+        """The newest result of the live pipeline, with its figures."""
+
+    def analyze(self, image: np.ndarray) -> list[Face]:
+        """The faces of one opened photo (called on a worker thread)."""
+
+    def window_closed(self) -> None:
+        """The user closed the window: the service stops."""
+
+
 class Overlay:
     """The window; it polls the newest pipeline result with after() and never waits on inference."""
 
-    def __init__(self, root: tk.Tk, cfg: Config, analyzer: Analyzer,
-                 start_camera: Callable[[], object] | None = None,
-                 stop_camera: Callable[[], None] | None = None,
-                 latest: Callable[[], object] | None = None,
-                 on_quit: Callable[[], None] | None = None) -> None:
-        self.root, self.cfg, self.analyzer = root, cfg, analyzer
-        self._start_camera, self._stop_camera = start_camera, stop_camera
-        self._latest = latest or (lambda: None)
-        self._on_quit = on_quit
+    def __init__(self, root: tk.Tk, cfg: Config, host: Host) -> None:
+        self.root, self.cfg, self.host = root, cfg, host
         self.save_dir = Path(cfg.display.save_dir).expanduser()
         self.shown: np.ndarray | None = None  # the annotated frame on screen, full size
         self.faces: list[Face] = []
@@ -100,8 +112,6 @@ class Overlay:
             b.pack(side=tk.LEFT, padx=2, pady=2)
             self.buttons[key] = b
             root.bind(f"<Key-{key}>", lambda _e, c=cmd: c())
-        if self._start_camera is None:
-            self.buttons["c"].configure(state=tk.DISABLED)
         self.status = tk.Label(root, anchor=tk.W, text="no picture yet: open an image or start the camera")
         self.status.pack(side=tk.BOTTOM, fill=tk.X)
         body = tk.Frame(root)
@@ -179,16 +189,17 @@ class Overlay:
                     self.status.configure(text=error)
                 else:
                     self.show(frame, faces, status=f"{shown(path)}: {len(faces)} face(s)")
-            result = self._latest() if self.camera_on else None
-            if result is not None and result.frame.seq != self._seen_seq:
+            live = self.host.latest() if self.camera_on else None
+            if live is not None and live.result.frame.seq != self._seen_seq:
+                result = live.result
                 self._seen_seq = result.frame.seq
-                labels = {i: f"#{t}" for i, t in enumerate(result.track_ids) if t is not None}
+                labels = {i: f"#{t}" for i, t in enumerate(result.track_ids)}
                 rec = "  REC" if self.recorder is not None else ""
-                live = (f"{result.fps:.1f} fps  dropped {result.dropped}  camera {result.camera}  "
-                        f"faces {len(result.faces)}{rec}")
+                figures = (f"{live.fps:.1f} fps  dropped {live.dropped}  camera {live.camera}  "
+                           f"faces {len(result.faces)}{rec}")
                 notice, until = self._notice
                 self.show(result.frame.image, result.faces, labels,
-                          f"{notice}  |  {live}" if time.monotonic() < until else live)
+                          f"{notice}  |  {figures}" if time.monotonic() < until else figures)
         finally:
             self.root.after(POLL_MS, self._poll)
 
@@ -207,7 +218,7 @@ class Overlay:
         def work() -> None:
             try:
                 frame = read_image(path, self.cfg.images.max_pixels)
-                self._pending = (str(path), frame, self.analyzer.analyze(frame), "")
+                self._pending = (str(path), frame, self.host.analyze(frame), "")
             except EdgeFerError as e:
                 self._pending = (str(path), None, [], str(e))
             except MemoryError:
@@ -220,14 +231,12 @@ class Overlay:
 
     def toggle_camera(self) -> None:
         """Start or stop the live pipeline."""
-        if self._start_camera is None:
-            return
         if self.camera_on:
-            self._stop_camera()
+            self.host.stop_camera()
             self.camera_on = False
             self.status.configure(text="camera stopped")
         else:
-            self._start_camera()
+            self.host.start_camera()
             self.camera_on = True
             self.status.configure(text="camera starting...")
 
@@ -323,9 +332,8 @@ class Overlay:
         """Stop recording and the pipeline in order, then close the window."""
         if self.recorder is not None:
             self.toggle_record()
-        if self.camera_on and self._stop_camera is not None:
-            self._stop_camera()
+        if self.camera_on:
+            self.host.stop_camera()
             self.camera_on = False
-        if self._on_quit is not None:
-            self._on_quit()
+        self.host.window_closed()
         self.root.destroy()

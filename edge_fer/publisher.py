@@ -51,4 +51,4 @@ def make_publisher(cfg: Config, labels: tuple[str, ...]) -> Publisher:
         return NullPublisher()
     from edge_fer.mqtt import MqttPublisher  # paho is imported only when MQTT is on
 
-    return MqttPublisher(cfg.mqtt, cfg.device_id, labels=labels)
+    return MqttPublisher(cfg.mqtt, cfg.mqtt.device_id, labels=labels)

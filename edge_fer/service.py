@@ -10,11 +10,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import numpy as np
+
 from edge_fer.analyze import Analyzer
 from edge_fer.capture import check_source
 from edge_fer.config import Config, load
-from edge_fer.daemon import Daemon, Result
+from edge_fer.daemon import Daemon
 from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError
+from edge_fer.types import Face, Live
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class PipelineThread:
         self.error: EdgeFerError | None = None
 
     @property
-    def latest(self) -> Result | None:
+    def latest(self) -> Live | None:
         """The newest result of the running pipeline."""
         return self._daemon.latest if self._daemon is not None else None
 
@@ -87,6 +90,35 @@ class PipelineThread:
                 return False
             self._thread = None
         return True
+
+
+class WindowHost:
+    """The service as the window sees it (overlay.Host): the camera, its newest result, photos, closing."""
+
+    def __init__(self, service: Service, analyzer: Analyzer) -> None:
+        self.service = service
+        self.analyzer = analyzer  # the photo settings, loaded once for every opened image
+        self.stopped = True  # False once a pipeline did not stop within the grace time
+
+    def start_camera(self) -> None:
+        """Start the live pipeline."""
+        self.service.pipeline.start()
+
+    def stop_camera(self) -> None:
+        """Stop the live pipeline in order."""
+        self.stopped = self.service.stop_pipeline()
+
+    def latest(self) -> Live | None:
+        """The newest result of the live pipeline."""
+        return self.service.pipeline.latest
+
+    def analyze(self, image: np.ndarray) -> list[Face]:
+        """The faces of one opened photo."""
+        return self.analyzer.analyze(image)
+
+    def window_closed(self) -> None:
+        """The window was closed: the service stops."""
+        self.service.request(StopReason.WINDOW_CLOSED)
 
 
 class Service:
@@ -140,13 +172,14 @@ class Service:
 
     def _restart(self, cfg: Config, analyzer: Analyzer | None) -> bool:
         """Stop the running pipeline and start one on `cfg`; False when the old one is stuck."""
-        if not self._stop_pipeline():
+        if not self.stop_pipeline():
             return False
         self.cfg = self.pipeline.cfg = cfg
         self.pipeline.start(analyzer)
         return True
 
-    def _stop_pipeline(self) -> bool:
+    def stop_pipeline(self) -> bool:
+        """Stop the running pipeline in order; False (logged) when it did not stop within the grace time."""
         if self.pipeline.stop(timeout=SHUTDOWN_GRACE_SECONDS):
             return True
         log.error("the pipeline did not stop within %.0f s; exiting without a clean shutdown", SHUTDOWN_GRACE_SECONDS)
@@ -175,7 +208,7 @@ class Service:
                     continue
                 if reason is not None:
                     log.info("stopping: %s", reason.value)
-                    return self._exit_status(self._stop_pipeline())
+                    return self._exit_status(self.stop_pipeline())
 
     def run_window(self, camera: bool) -> int:
         """The Tk window over the same pipeline: started now (--display) or by the Camera button (--gui)."""
@@ -192,14 +225,9 @@ class Service:
             root = tk.Tk()
         except tk.TclError as e:
             raise EdgeFerError(f"cannot open the window: {e}") from None
-        stopped = [True]
-
-        def stop_camera() -> None:
-            stopped[0] = self._stop_pipeline()
-
         with self.signals(), Analyzer.from_config(self.cfg, photos=True) as analyzer:
-            overlay = Overlay(root, self.cfg, analyzer, self.pipeline.start, stop_camera,
-                              lambda: self.pipeline.latest, on_quit=lambda: self.request(StopReason.WINDOW_CLOSED))
+            host = WindowHost(self, analyzer)
+            overlay = Overlay(root, self.cfg, host)
 
             def tick() -> None:
                 reason = self._take() if self._wake.is_set() else None
@@ -208,7 +236,7 @@ class Service:
                     if new is not None:
                         overlay.cfg = new[0]
                         if overlay.camera_on:
-                            stopped[0] = self._restart(*new)
+                            host.stopped = self._restart(*new)
                         else:
                             self.cfg = self.pipeline.cfg = new[0]
                 elif reason in (StopReason.SOURCE_ENDED, StopReason.PIPELINE_FAILED) and not camera:
@@ -219,7 +247,7 @@ class Service:
                     log.info("stopping: %s", reason.value)
                     overlay.quit()
                     return
-                if not stopped[0]:
+                if not host.stopped:
                     overlay.quit()
                     return
                 root.after(POLL_MS, tick)
@@ -229,7 +257,7 @@ class Service:
                 overlay.toggle_camera()
             root.mainloop()
         if overlay.camera_on:
-            stop_camera()
+            host.stop_camera()
         if camera:
-            return self._exit_status(stopped[0])
-        return EXIT_OK if stopped[0] else EXIT_RUNTIME
+            return self._exit_status(host.stopped)
+        return EXIT_OK if host.stopped else EXIT_RUNTIME

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from edge_fer.config import TrackingConfig
-from edge_fer.types import SAME_FACE_OVERLAP, Box, Face, Landmarks, iou, overlap_of_smaller
+from edge_fer.types import SAME_FACE_OVERLAP, Box, Face, Landmarks, TrackEvent, iou, overlap_of_smaller
 
 
 @dataclass
@@ -30,21 +30,6 @@ class Track:
     def confidence(self) -> float:
         """Smoothed probability of the current label."""
         return float(self.scores[self.label])
-
-
-@dataclass(frozen=True)
-class TrackEvent:
-    """A track started, changed its emotion, or ended."""
-
-    type: str
-    track_id: int
-    emotion: str
-    confidence: float
-    scores: dict[str, float] = field(default_factory=dict)
-    box: Box = (0, 0, 0, 0)
-    duration: float = 0.0
-    landmarks: Landmarks | None = None
-    detector_score: float | None = None
 
 
 class Tracker:

@@ -1,9 +1,13 @@
-"""Plain data shared by every part: boxes, detections and classified faces (no vision imports here)."""
+"""Plain data shared by every part: frames, boxes, detections, faces, track events and results (no vision
+imports here: the event, MQTT and recorder modules load without OpenCV)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Box = tuple[int, int, int, int]  # x, y, width, height in the frame's own pixels
 Point = tuple[float, float]
@@ -41,6 +45,66 @@ class Face:
                 "scores": {k: round(v, 4) for k, v in self.scores.items()},
                 "landmarks": landmarks_list(self.landmarks),
                 "detector_score": None if self.detector_score is None else round(self.detector_score, 4)}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame with its sequence number and capture time (monotonic and wall clock)."""
+
+    image: np.ndarray
+    seq: int
+    t: float
+    wall: float
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """A track started, changed its emotion, or ended."""
+
+    type: str
+    track_id: int
+    emotion: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    box: Box = (0, 0, 0, 0)
+    duration: float = 0.0
+    landmarks: Landmarks | None = None
+    detector_score: float | None = None
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """An open track as the state message shows it."""
+
+    track_id: int
+    emotion: str
+    confidence: float
+    box: Box
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the pipeline made of one frame: its faces and the track id of each, in the same order."""
+
+    frame: Frame
+    faces: list[Face]
+    track_ids: list[int]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """Width and height of the frame."""
+        h, w = self.frame.image.shape[:2]
+        return w, h
+
+
+@dataclass(frozen=True)
+class Live:
+    """The daemon's newest result with its running figures: what the window shows."""
+
+    result: Result
+    fps: float
+    dropped: int
+    camera: str
 
 
 def landmarks_list(points: Landmarks | None) -> list[list[float]] | None:

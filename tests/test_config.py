@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import resource
 import shutil
@@ -15,7 +16,7 @@ import yaml
 
 from edge_fer.config import Config, load
 from edge_fer.errors import ConfigError
-from tests.conftest import ROOT
+from tests.conftest import ASTRONAUT, ROOT
 
 
 def test_documented_file_matches_the_defaults_key_for_key() -> None:
@@ -61,6 +62,52 @@ def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, fragment
         load(f)
     assert fragment in str(e.value)
     assert str(f) in str(e.value)
+
+
+def test_every_default_lies_in_its_own_range_and_choices() -> None:
+    checked = 0
+    for section in dataclasses.fields(Config):
+        if section.name == "source_file":
+            continue
+        for spec in dataclasses.fields(section.default_factory):
+            lo, hi = spec.metadata.get("range", (spec.default, spec.default))
+            assert lo <= spec.default <= hi, f"{section.name}.{spec.name}"
+            assert spec.default in spec.metadata.get("choices", (spec.default,)), f"{section.name}.{spec.name}"
+            checked += "range" in spec.metadata or "choices" in spec.metadata
+    assert checked >= 30  # the ranges and choices sit on the fields
+    with pytest.raises(ConfigError, match=r"camera.fps = 0.05 is out of range \[0.1, 1000\]"):
+        load(None, ["camera.fps=0.05"])
+
+
+def test_password_and_device_id_are_resolved_once_at_load_and_never_shown(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from edge_fer.cli import main
+
+    monkeypatch.setenv("EDGE_FER_TEST_PW", "s3cret-env")
+    cfg = load(None, ["mqtt.password_env=EDGE_FER_TEST_PW"])
+    assert (cfg.mqtt.password, cfg.mqtt.device_id) == ("s3cret-env", socket.gethostname())
+    assert "s3cret-env" not in repr(cfg)
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-file\nignored\n")
+    assert load(None, [f"mqtt.password_file={secret}", "mqtt.device_id=cam"]).mqtt.password == "s3cret-file"
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--check-config", "--set", "mqtt.password_env=EDGE_FER_TEST_PW"], out, err) == 0
+    assert "s3cret" not in out.getvalue() + err.getvalue() and "password: '***'" in out.getvalue()
+    monkeypatch.delenv("EDGE_FER_TEST_PW")
+    with pytest.raises(ConfigError, match="mqtt.password_env: environment variable 'EDGE_FER_TEST_PW' is not set"):
+        load(None, ["mqtt.password_env=EDGE_FER_TEST_PW"])
+    secret.write_text("")
+    with pytest.raises(ConfigError, match="mqtt.password_file: .* has no password on its first line"):
+        load(None, [f"mqtt.password_file={secret}"])
+    with pytest.raises(ConfigError, match="mqtt.password_file: cannot read .*missing"):
+        load(None, [f"mqtt.password_file={tmp_path / 'missing'}"])
+    # A run that never connects does not need the password: it is left unread.
+    assert load(None, [f"mqtt.password_file={tmp_path / 'missing'}"], secrets=False).mqtt.password == ""
+    unreadable = ["--set", f"mqtt.password_file={tmp_path / 'missing'}"]
+    assert main(["--image", str(ASTRONAUT), *unreadable], io.StringIO(), io.StringIO()) == 0
+    assert main(["--check-config", *unreadable], io.StringIO(), err) == 2 and "mqtt.password_file" in err.getvalue()
 
 
 def test_bad_override_names_the_key() -> None:

@@ -356,21 +356,20 @@ def test_queue_bound_keeps_the_oldest_and_counts_what_it_drops(tmp_path: Path, c
 
 
 def test_frames_that_change_size_or_are_blank_do_not_break_the_pipeline(tmp_path: Path, clear_faces) -> None:
-    import threading
-
     import numpy as np
 
-    from edge_fer.capture import Frame
     from edge_fer.config import load
-    from edge_fer.daemon import Daemon
+    from edge_fer.pipeline import Pipeline
+    from edge_fer.types import Frame
 
-    daemon = Daemon(load(None, ["mqtt.enabled=false"]), threading.Event())
+    pipeline = Pipeline(load(None, ["mqtt.enabled=false"]))
     big, _ = paste_faces([clear_faces["happy"][0]], size=180)
     small, _ = paste_faces([clear_faces["happy"][0]], size=90, frame_wh=(320, 240))
     frames = [big, small, np.zeros((480, 640, 3), np.uint8), np.zeros((1, 1, 3), np.uint8), big[:, :, 0], big]
     found = []
     for i, image in enumerate(frames, 1):
-        faces, _ = daemon.process(Frame(image, i, i * 0.1, 0.0))
+        result, _ = pipeline.step(Frame(image, i, i * 0.1, 0.0))
+        faces = result.faces
         found.append(len(faces))
         assert all(x + w <= image.shape[1] and y + h <= image.shape[0] for x, y, w, h in (f.box for f in faces))
     assert found[0] == 1 and found[2] == 0 and found[3] == 0 and found[-1] == 1

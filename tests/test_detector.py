@@ -168,18 +168,19 @@ def test_the_shipped_files_are_where_the_runtime_looks(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend, faces", [("yunet", "clear_faces"), ("haar", "clear_faces_haar")])
 def test_the_daemon_step_tracks_a_face_with_either_backend(backend: str, faces: str, request) -> None:
-    import threading
-
-    from edge_fer.capture import Frame
-    from edge_fer.daemon import Daemon
+    from edge_fer.pipeline import Pipeline
+    from edge_fer.types import Frame
 
     clear = request.getfixturevalue(faces)
     cfg = load(None, [f"detector.backend={backend}", "mqtt.enabled=false", "tracking.max_missing_seconds=0.4"])
-    daemon = Daemon(cfg, threading.Event())
+    pipeline = Pipeline(cfg)
     # 2 s of a happy face, 2 s of a surprised one in its place, 1.5 s of nothing, at 15 fps.
     frames = [paste_faces([clear["happy"][0]], size=180)[0]] * 30
     frames += [paste_faces([clear["surprise"][0]], size=180)[0]] * 30 + [paste_faces([], size=180)[0]] * 22
-    events = [e for i, image in enumerate(frames) for e in daemon.process(Frame(image, i, i / 15, 0.0))[1]]
+    steps = [pipeline.step(Frame(image, i, i / 15, 0.0)) for i, image in enumerate(frames)]
+    events = [e for _, step_events in steps for e in step_events]
+    # The face keeps its one track through the change of emotion: each result carries the tracker's id.
+    assert [r.track_ids for r, _ in steps] == [[1]] * 60 + [[]] * 22
     assert [(e.type, e.emotion) for e in events] == [("start", "happy"), ("change", "surprise"), ("end", "surprise")]
     assert all((e.landmarks is None) == (backend == "haar") and e.detector_score is not None for e in events)
     assert 3.8 < events[-1].duration < 4.1  # seen for the 4 s of faces, not the grace after them

@@ -257,3 +257,24 @@ def test_two_clients_with_one_id_detect_the_takeover_and_stop_kicking_each_other
     # mosquitto 2.0.11 closes the old connection without MQTT 5's reason code "Session taken over"; brokers
     # that send it (EMQX, HiveMQ, newer mosquitto) are recognised at the first kick.
     assert "the broker closed 3 connections in a row" in errors[0] or "Session taken over" in errors[0]
+
+
+def test_the_recorder_subscriber_logs_its_connection_states_like_the_publisher(tmp_path: Path, caplog) -> None:
+    from edge_fer.mqtt import MqttSubscriber
+
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    port = free_port()
+    sub = MqttSubscriber(MqttConfig(host="127.0.0.1", port=port), "rec-test", ["edge_fer/+/events"],
+                         lambda msg: None, session_expiry=60).start()
+    broker = Broker(tmp_path, port=port)
+    try:
+        assert until(lambda: any("unreachable" in r.getMessage() for r in caplog.records), 10)
+        broker.start()
+        assert until(lambda: any("subscribed" in r.getMessage() for r in caplog.records), 15)
+    finally:
+        sub.stop()
+        broker.stop()
+    said = [r.getMessage() for r in caplog.records if "MQTT" in r.getMessage()]
+    # One line per change of state (not one per retry), each with its reason.
+    assert said == [f"MQTT broker 127.0.0.1:{port} unreachable (connection refused: nothing listens on that port); "
+                    "retrying", f"MQTT connected to 127.0.0.1:{port} (new session)"], said

@@ -13,7 +13,7 @@ import pytest
 from edge_fer.config import MqttConfig
 from edge_fer.events import (NO_FACE, EventFactory, discovery_config, discovery_topic, ha_id,
                              legacy_discovery_topics)
-from edge_fer.tracking import TrackEvent
+from edge_fer.types import TrackEvent, TrackState
 from tests.broker import Broker, Subscriber
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -180,6 +180,18 @@ def test_events_and_image_events_carry_the_run_id_and_each_run_has_its_own() -> 
     i = a.image_event("x.jpg", face, 0, (10, 10))
     assert (e["run_id"], e["seq"]) == (a.run_id, 1) and (i["run_id"], i["seq"]) == (a.run_id, 2)
     assert b.event(TrackEvent("end", 1, "happy", 0.9), (640, 480))["seq"] == 1
+
+
+def test_the_state_names_the_largest_face_dominant_and_null_without_faces() -> None:
+    from edge_fer.events import state_doc
+
+    tracks = [TrackState(3, "sad", 0.61234, (0, 0, 50, 50)), TrackState(4, "happy", 0.9, (100, 0, 80, 90))]
+    doc = state_doc("cam", "run", "ok", tracks, 14.987, 300, 2, 1, 20.04)
+    assert (doc["faces"], doc["dominant_emotion"], doc["dominant_confidence"]) == (2, "happy", 0.9)
+    assert doc["tracks"][0] == {"track_id": 3, "emotion": "sad", "confidence": 0.6123, "box": [0, 0, 50, 50]}
+    assert (doc["fps"], doc["dropped_frames"], doc["dropped_events"], doc["uptime"]) == (14.99, 2, 1, 20.0)
+    empty = state_doc("cam", "run", "waiting", [], 0.0, 0, 0, 0, 1.0)
+    assert (empty["faces"], empty["dominant_emotion"], empty["dominant_confidence"]) == (0, None, None)
 
 
 def test_a_reload_starts_a_new_run_id_in_events_and_state(tmp_path: Path, broker: Broker, clear_faces) -> None:

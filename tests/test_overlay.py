@@ -81,15 +81,15 @@ def window(xvfb, tmp_path: Path, face_video: Path):
     import tkinter as tk
 
     from edge_fer.analyze import Analyzer
-    from edge_fer.service import PipelineThread
     from edge_fer.overlay import Overlay
+    from edge_fer.service import Service, WindowHost
 
     cfg = load(None, [f"camera.source={face_video}", "camera.loop=true", "mqtt.enabled=false",
                       f"display.save_dir={tmp_path / 'saved'}"])
-    pipeline = PipelineThread(cfg)
+    service = Service(cfg, None, [])
+    pipeline = service.pipeline
     root = tk.Tk()
-    analyzer = Analyzer.from_config(cfg, photos=True)
-    overlay = Overlay(root, cfg, analyzer, pipeline.start, pipeline.stop, lambda: pipeline.latest)
+    overlay = Overlay(root, cfg, WindowHost(service, Analyzer.from_config(cfg, photos=True)))
     pump(root, lambda: root.winfo_viewable(), 5)
     yield overlay, pipeline
     pipeline.stop()
