@@ -41,7 +41,7 @@ from edge_fer.config import MqttConfig  # noqa: E402
 from edge_fer.events import EventFactory  # noqa: E402
 from edge_fer.mqtt import MqttPublisher  # noqa: E402
 from edge_fer.types import TrackEvent  # noqa: E402
-from tests.broker import Broker, Subscriber  # noqa: E402
+from tests.broker import Broker, Subscriber, until  # noqa: E402
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 PREFIX = "edge_fer"
@@ -108,16 +108,6 @@ class SimDevice:
                 "uptime": 0.0, "ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
 
 
-def wait(check, timeout: float) -> bool:
-    """Poll `check` until true or `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
-
-
 @dataclass(frozen=True)
 class Plan:
     """What every shard of the fleet does."""
@@ -142,7 +132,7 @@ def shard(plan: Plan, first: int, count: int, results: mp.Queue, go: mp.Event, f
         cfg = MqttConfig(host="127.0.0.1", port=plan.port, device_id=name, queue_size=plan.queue_size,
                          protocol=plan.protocol, state_interval_seconds=plan.state_interval)
         fleet.append(SimDevice(name, MqttPublisher(cfg, name, labels=LABELS).start(), EventFactory(name)))
-    connected = wait(lambda: all(d.publisher.connected.is_set() for d in fleet), 60 + count / 10)
+    connected = until(lambda: all(d.publisher.connected.is_set() for d in fleet), 60 + count / 10)
     results.put(("ready", first, connected, rss_kib() - rss0, threading.active_count() - threads0,
                  fleet[0].publisher.protocol))
     go.wait()
@@ -167,7 +157,7 @@ def shard(plan: Plan, first: int, count: int, results: mp.Queue, go: mp.Event, f
         else:
             d.publisher.publish_state(d.state())
             heapq.heappush(heap, (due + plan.state_interval, i, "state"))
-    wait(lambda: all(d.publisher.pending() == 0 for d in fleet), 60)
+    until(lambda: all(d.publisher.pending() == 0 for d in fleet), 60)
     results.put(("done", first, [(d.name, d.events.run_id, d.accepted) for d in fleet],
                  sum(d.refused for d in fleet), sum(d.publisher.pending() for d in fleet), cpu_seconds() - cpu0))
     finish.wait()
@@ -254,7 +244,7 @@ def _run(broker: Broker, checker: Subscriber, plan: Plan, devices: int, restart_
                        for e in (m.json() for m in new if m.topic.endswith("/events")))
         return expected <= arrived
 
-    wait(all_arrived, 60)
+    until(all_arrived, 60)
     cpu_parent = cpu_seconds() - cpu_parent0
     finish.set()
     for proc in procs:

@@ -16,20 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_fer.config import MqttConfig
 from edge_fer.events import discovery_topic
 from edge_fer.mqtt import MqttPublisher
-from tests.broker import Broker, Subscriber, free_port
+from tests.broker import Broker, Subscriber, free_port, until
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
                                 reason="mosquitto is not installed (apt-get install mosquitto)")
-
-
-def until(check, timeout: float) -> bool:
-    """Poll `check` until it is true or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
 
 
 def make(port: int, device: str = "cam", host: str = "127.0.0.1", **cfg) -> MqttPublisher:

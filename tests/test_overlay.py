@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -29,18 +30,21 @@ pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is no
 @pytest.fixture(scope="module")
 def xvfb():
     """A virtual X display for this module's windows."""
-    for n in range(90, 120):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            break
-    display = f":{n}"
-    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{n}").exists():
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip("Xvfb did not start")
-        time.sleep(0.05)
+    # Xvfb picks a free display itself and writes its number to the pipe: sockets and lock files left in
+    # /tmp by X servers that were killed can never make it choose a taken one. -noreset, and the pipe kept
+    # open: a server that resets when its last client leaves writes the number again, and a closed pipe kills it.
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "1280x800x24",
+                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(write_fd,))
+    os.close(write_fd)
+    ready, _, _ = select.select([read_fd], [], [], 10)
+    number = os.read(read_fd, 16).decode().strip() if ready else ""
+    if not number.isdigit():
+        proc.kill()
+        os.close(read_fd)
+        pytest.skip("Xvfb did not start")
+    display = f":{number}"
     old = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
     yield display
@@ -48,8 +52,9 @@ def xvfb():
         os.environ.pop("DISPLAY", None)
     else:
         os.environ["DISPLAY"] = old
-    proc.kill()
-    proc.wait()
+    proc.terminate()  # not kill: Xvfb removes its socket and lock file on the way out
+    proc.wait(10)
+    os.close(read_fd)
 
 
 def pump(root, until, timeout: float) -> bool:

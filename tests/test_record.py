@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_fer.cli import main
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from edge_fer.store import EMOTIONS, SCHEMA_VERSION, MalformedMessage, event_row, open_store, state_row
-from tests.broker import Broker
+from tests.broker import Broker, until
 from tests.conftest import ROOT
 from tests.postgres import PASSWORD, db, postgres_server, postgres_url, started_server  # noqa: F401  (fixtures)
 from tests.test_daemon import _blinking_video, finish, start_daemon, write_config
@@ -81,7 +81,7 @@ class Recorder:
 
     def wait_log(self, needle: str, timeout: float, count: int = 1) -> None:
         """Until `needle` is in the log `count` times; fails if the process ends first."""
-        ok = wait(lambda: self.text().count(needle) >= count or self.proc.poll() is not None, timeout)
+        ok = until(lambda: self.text().count(needle) >= count or self.proc.poll() is not None, timeout)
         assert ok and self.proc.poll() is None, f"recorder: no {needle!r}:\n{self.text()[-3000:]}"
 
     def stop(self) -> tuple[int, str]:
@@ -94,16 +94,6 @@ class Recorder:
         """SIGKILL, as a crash."""
         self.proc.kill()
         self.proc.wait(5)
-
-
-def wait(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll until check() or the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def seqs(db: str, device: str | None = None) -> list[int]:
@@ -141,7 +131,7 @@ def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker:
                                                                   ("edge_fer/cam1/state", state),
                                                                   ("edge_fer/cam1/other", b"{}")])
     publish(broker.port, [("edge_fer/cam1/state", state)])  # the same state again: stored once
-    assert wait(lambda: len(seqs(db)) >= 31, 20), seqs(db)
+    assert until(lambda: len(seqs(db)) >= 31, 20), seqs(db)
     rec.wait_log("malformed message", 20, count=10)  # the log names the first ten, then every 1000th
     code, log = rec.stop()
     assert code == EXIT_OK, log
@@ -168,7 +158,7 @@ def test_same_seq_in_another_run_is_a_new_event(tmp_path: Path, broker: Broker) 
                           ("edge_fer/cam1/events", event(1, run_id="r2")),
                           ("edge_fer/cam2/events", event(1, device="cam2", run_id="r1")),
                           ("edge_fer/cam1/events", event(2, run_id=None))])
-    assert wait(lambda: len(seqs(db)) == 4, 20)
+    assert until(lambda: len(seqs(db)) == 4, 20)
     rec.stop()
     with open_store(db, create=False) as store:
         cur = store.conn.cursor()
@@ -180,13 +170,13 @@ def test_killed_recorder_gets_what_was_published_while_it_was_down(tmp_path: Pat
     db = str(tmp_path / "e.db")
     rec = Recorder(tmp_path, db, broker.port)
     publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 11)])
-    assert wait(lambda: len(seqs(db)) == 10, 20)
+    assert until(lambda: len(seqs(db)) == 10, 20)
     rec.kill()
     publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(11, 41)])
     broker.stop(graceful=True)  # and the broker restarts while the recorder is away
     broker.start()
     rec = Recorder(tmp_path, db, broker.port)
-    assert wait(lambda: len(seqs(db)) == 40, 20), seqs(db)
+    assert until(lambda: len(seqs(db)) == 40, 20), seqs(db)
     code, log = rec.stop()
     assert code == EXIT_OK and seqs(db) == list(range(1, 41))
     assert "(resumed session)" in log
@@ -198,7 +188,7 @@ def test_shared_subscription_splits_the_load_into_one_postgres(tmp_path: Path, b
                      client=f"test-rec{i}") for i in (1, 2)]
     publish(broker.port, [(f"edge_fer/cam{d}/events", event(i, device=f"cam{d}")) for i in range(1, 101)
                           for d in (1, 2)])
-    assert wait(lambda: len(seqs(postgres_url)) == 200, 30), len(seqs(postgres_url))
+    assert until(lambda: len(seqs(postgres_url)) == 200, 30), len(seqs(postgres_url))
     stored = []
     for rec in recs:
         code, log = rec.stop()
@@ -214,13 +204,13 @@ def test_postgres_restart_is_retried_and_loses_nothing(tmp_path: Path, broker: B
         url = server.create_database("outage")
         rec = Recorder(tmp_path, url, broker.port)
         publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 11)])
-        assert wait(lambda: len(seqs(url)) == 10, 20)
+        assert until(lambda: len(seqs(url)) == 10, 20)
         server.stop(remove=False)
         publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(11, 21)])
         rec.wait_log("nothing is acknowledged until it is stored", 20)
         server.run()
         rec.wait_log("writing again", 60)
-        assert wait(lambda: len(seqs(url)) == 20, 20)
+        assert until(lambda: len(seqs(url)) == 20, 20)
         code, log = rec.stop()
         assert code == EXIT_OK and seqs(url) == list(range(1, 21))
     finally:
@@ -234,7 +224,7 @@ def test_retention_prunes_old_rows(tmp_path: Path, broker: Broker, db: str) -> N
     recent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
     rec = Recorder(tmp_path, db, broker.port)
     publish(broker.port, [("edge_fer/cam1/events", event(1, ts=old)), ("edge_fer/cam1/events", event(2, ts=recent))])
-    assert wait(lambda: len(seqs(db)) == 2, 20)
+    assert until(lambda: len(seqs(db)) == 2, 20)
     rec.stop()
     rec = Recorder(tmp_path, db, broker.port, "--retention", "2d")
     rec.wait_log("retention: deleted 1 rows older than 2d", 20)
@@ -250,7 +240,7 @@ def test_daemon_with_broker_restart_and_recorder_restart_loses_no_seq(tmp_path: 
     rec = Recorder(tmp_path, db, broker.port)
     proc = start_daemon(write_config(tmp_path / "c.yaml", video, broker.port))
     try:
-        assert wait(lambda: len(seqs(db)) >= 3, 40), "nothing recorded from the daemon"
+        assert until(lambda: len(seqs(db)) >= 3, 40), "nothing recorded from the daemon"
         broker_down = time.time()
         broker.stop(graceful=True)  # the broker restarts mid-run
         rec.wait_log("connection to 127.0.0.1", 10)  # ... lost
@@ -258,7 +248,7 @@ def test_daemon_with_broker_restart_and_recorder_restart_loses_no_seq(tmp_path: 
         broker_up = time.time()
         broker.start()
         have = len(seqs(db))
-        assert wait(lambda: len(seqs(db)) >= have + 3, 40), "nothing recorded after the broker restart"
+        assert until(lambda: len(seqs(db)) >= have + 3, 40), "nothing recorded after the broker restart"
         rec_down = time.time()
         rec.kill()  # the recorder is killed mid-run and comes back a few events later
         time.sleep(5)
@@ -268,7 +258,7 @@ def test_daemon_with_broker_restart_and_recorder_restart_loses_no_seq(tmp_path: 
         assert code == 0, err
         sent = sum(err.count(f" {kind}: ") for kind in ("start", "change", "end"))
         assert sent >= 12
-        assert wait(lambda: len(seqs(db)) >= sent, 30), (len(seqs(db)), sent)
+        assert until(lambda: len(seqs(db)) >= sent, 30), (len(seqs(db)), sent)
         code, log = rec.stop()
     finally:
         if proc.poll() is None:
