@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import cv2
 import numpy as np
@@ -50,6 +51,18 @@ def one_per_face(found: list[Detection]) -> list[Detection]:
         if all(overlap_of_smaller(d.box, k.box) < SAME_FACE_OVERLAP for k in kept):
             kept.append(d)
     return kept
+
+
+@contextlib.contextmanager
+def _memory_errors() -> Iterator[None]:
+    """OpenCV's out-of-memory error as Python's MemoryError, which every caller reports in one line."""
+    try:
+        yield
+    except cv2.error as e:
+        # cv::Exception carries its code; a C++ std::bad_alloc reaches Python as cv2.error with only its text.
+        if getattr(e, "code", None) == cv2.Error.StsNoMem or "bad_alloc" in str(e):
+            raise MemoryError("OpenCV could not allocate memory for face detection") from None
+        raise
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -107,7 +120,8 @@ class YuNetDetector:
     def _run(self, net: cv2.FaceDetectorYN, img: np.ndarray, scale: float, offset: tuple[int, int] = (0, 0),
              ) -> list[Detection]:
         """Detections on `img` (already resized by `scale`), mapped back to the frame (plus `offset`)."""
-        _, rows = net.detect(img)
+        with _memory_errors():
+            _, rows = net.detect(img)
         found = []
         for r in rows if rows is not None else ():
             if not np.isfinite(r[:15]).all():  # YuNet can emit inf for degenerate input (a blank frame)
@@ -238,9 +252,10 @@ class HaarDetector:
         """Cascade boxes on `gray` resized by `scale`, in `gray`'s own pixels, above the level-weight floor."""
         cfg = self.config
         small = cv2.equalizeHist(_resized(gray, scale) if scale < 1.0 else gray)
-        rects, _levels, weights = self._cascade.detectMultiScale3(
-            small, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors, minSize=min_size,
-            maxSize=max_size or (0, 0), outputRejectLevels=True)
+        with _memory_errors():
+            rects, _levels, weights = self._cascade.detectMultiScale3(
+                small, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors, minSize=min_size,
+                maxSize=max_size or (0, 0), outputRejectLevels=True)
         found: list[Detection] = []
         for (x, y, bw, bh), weight in zip(rects, np.asarray(weights).reshape(-1)):
             # The last stage's weight separates real faces from textures that barely pass.
