@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_service(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
     """The daemon, headless or with its window, or the window alone (--gui)."""
-    from edge_fer.overlay import display_available
-    from edge_fer.service import Service
+    from edge_fer.service import Service, display_available
 
     service = Service(cfg, args.config, overrides)
     if args.gui or args.display:

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_fer.annotate import annotate, color_of
 from edge_fer.config import Config
-from edge_fer.errors import EdgeFerError, UsageError, WriteError, shown
+from edge_fer.errors import EdgeFerError, WriteError, shown
 from edge_fer.images import read_image, save_image, write_file
 from edge_fer.types import Face, Live
 
@@ -36,18 +36,6 @@ def _disk_full(folder: Path) -> bool:
         return os.statvfs(folder).f_bavail == 0
     except OSError:
         return False
-
-
-def display_available() -> bool:
-    """True when a window can be opened (X11 or Wayland)."""
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def require_display() -> None:
-    """Raise the clear error for a window asked for without a display."""
-    if not display_available():
-        raise UsageError("the window needs a display (DISPLAY or WAYLAND_DISPLAY is not set); "
-                         "run without --display/--gui for the headless daemon")
 
 
 def hex_color(bgr: tuple[int, int, int]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from edge_fer.analyze import Analyzer
 from edge_fer.capture import check_source
 from edge_fer.config import Config, load
 from edge_fer.daemon import Daemon
-from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError
+from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
 from edge_fer.types import Face, Live
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,19 @@ log = logging.getLogger(__name__)
 # Within systemd's TimeoutStopSec (10 s in the unit): a pipeline stuck longer is abandoned.
 SHUTDOWN_GRACE_SECONDS = 6.0
 POLL_MS = 50  # how often the window looks at the stop event
+
+
+
+def display_available() -> bool:
+    """True when a window can be opened (X11 or Wayland)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def require_display() -> None:
+    """Raise the clear error for a window asked for without a display."""
+    if not display_available():
+        raise UsageError("the window needs a display (DISPLAY or WAYLAND_DISPLAY is not set); "
+                         "run without --display/--gui for the headless daemon")
 
 
 class StopReason(enum.Enum):
@@ -212,11 +226,11 @@ class Service:
 
     def run_window(self, camera: bool) -> int:
         """The Tk window over the same pipeline: started now (--display) or by the Camera button (--gui)."""
-        from edge_fer.overlay import Overlay, require_display
-
         require_display()
         try:
             import tkinter as tk
+
+            from edge_fer.overlay import Overlay
         except ImportError:
             raise EdgeFerError("the window needs tkinter: sudo apt install python3-tk") from None
         if camera:

@@ -275,3 +275,19 @@ def test_out_of_memory_is_one_line_and_the_other_images_answered(big_png: Path) 
     assert "(512x512): 1 face" in res.stdout
     assert res.stderr.startswith(f"edge-fer: {big_png}: 7000x7000 needs more memory than is free")
     assert len(res.stderr.splitlines()) == 1
+
+
+def test_without_tkinter_the_daemon_runs_headless_and_the_window_says_what_to_install(face_video: Path) -> None:
+    # Raspberry Pi OS Lite has no python3-tk: importing tkinter fails there, as it does with this stand-in.
+    blocked = ("import sys; sys.modules['tkinter'] = None; from edge_fer.cli import main; "
+               "sys.exit(main(sys.argv[1:]))")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PYTHONPATH"] = str(ROOT)
+    headless = subprocess.run([sys.executable, "-c", blocked, "--source", str(face_video), "--set", "mqtt.enabled=false",
+                               "--set", "display.enabled=true"], env=env, capture_output=True, text=True, timeout=120)
+    assert headless.returncode == 0 and "Traceback" not in headless.stderr, headless.stderr[-2000:]
+    window = subprocess.run([sys.executable, "-c", blocked, "--display", "--source", str(face_video), "--set",
+                             "mqtt.enabled=false"], env={**env, "DISPLAY": ":99"}, capture_output=True, text=True,
+                            timeout=120)
+    assert window.returncode == EXIT_RUNTIME
+    assert window.stderr == "edge-fer: the window needs tkinter: sudo apt install python3-tk\n"
