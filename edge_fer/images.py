@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -165,10 +166,8 @@ def write_file(path: Path, data: bytes | memoryview) -> None:
             f.write(data)
         os.replace(tmp, path)
     except OSError as e:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise WriteError(f"{shown(path)}: cannot write ({e.strerror or e})") from None
 
 

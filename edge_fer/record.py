@@ -41,10 +41,8 @@ def parse_duration(text: str, what: str) -> float:
 
 def parse_since(text: str) -> float:
     """An ISO 8601 time (UTC unless it says otherwise), or a duration meaning that long ago."""
-    try:
+    with contextlib.suppress(ValueError):
         return parse_time(text)
-    except ValueError:
-        pass
     try:
         return time.time() - parse_duration(text, "--since")
     except UsageError:
@@ -144,10 +142,8 @@ class Recorder:
             self.failing = True
         if stop.wait(delay):
             return
-        try:
+        with contextlib.suppress(Exception):  # the broken connection may refuse to close; a new one replaces it
             self.store.close()
-        except Exception:  # the broken connection may refuse to close; a new one replaces it
-            pass
         try:
             self.store = open_store(self.db)
         except StoreError as again:

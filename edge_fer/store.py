@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -267,10 +268,8 @@ class Store:
         return text.replace("?", self._dialect.placeholder)
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(*self._errors):  # a connection that is gone has nothing to roll back
             self.conn.rollback()
-        except self._errors:  # a connection that is gone has nothing to roll back
-            pass
 
     def _fail(self, what: str, e: Exception) -> StoreError:
         """A one-line StoreError for a driver error (its transaction rolled back), with no password in it."""

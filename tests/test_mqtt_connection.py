@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
@@ -124,16 +125,12 @@ class Mqtt311OnlyBroker:
         up.sendall(first)
 
         def pipe(a: socket.socket, b: socket.socket) -> None:
-            try:
+            with contextlib.suppress(OSError):
                 while data := a.recv(65536):
                     b.sendall(data)
-            except OSError:
-                pass
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
         pipe(conn, up)
