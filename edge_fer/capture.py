@@ -32,7 +32,12 @@ def quiet_native_logs() -> None:
     # Read by OpenCV when it first opens a video through FFmpeg (-8 is AV_LOG_QUIET); a value set by the
     # user wins, for debugging a stream.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # e.g. [ WARN ] for a missing V4L2 device
+    # OpenCV's own lines (e.g. [ WARN ] for a missing V4L2 device): through its API where the wheel has one
+    # (4.9 and later); older wheels read the variable when they first log.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+    logging_api = getattr(cv2.utils, "logging", None)
+    if logging_api is not None:
+        logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
 
 
 class UnplayableVideo(OSError):
