@@ -150,7 +150,8 @@ class MqttPublisher:
     @property
     def protocol(self) -> str:
         """The MQTT version in use: "5" or "3.1.1"."""
-        return "5" if self._client.protocol == paho.MQTTv5 else "3.1.1"
+        # The attribute the fallback below sets; paho 2.0.0's public `protocol` property recurses forever.
+        return "5" if self._client._protocol == paho.MQTTv5 else "3.1.1"
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
