@@ -14,7 +14,7 @@ from edge_fer.config import MqttConfig
 from edge_fer.events import (NO_FACE, EventFactory, discovery_config, discovery_topic, ha_id,
                              legacy_discovery_topics)
 from edge_fer.types import TrackEvent, TrackState
-from tests.broker import Broker, Subscriber
+from tests.broker import Broker, Subscriber, until
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -168,8 +168,13 @@ def test_turning_discovery_off_removes_every_entity(broker: Broker) -> None:
         assert [m.topic for m in retained(broker.port, "homeassistant/#", topic)] == [topic]
     with publisher(broker.port, discovery=False) as pub:
         assert pub.connected.wait(10)
-        kept = retained(broker.port, "#", "edge_fer/cam/availability")
-    assert [m.topic for m in kept if m.topic.startswith("homeassistant/")] == []
+
+        # Connected means the removal is on its way, not yet at the broker: look again until it has landed.
+        def discovery_left() -> list[str]:
+            kept = retained(broker.port, "#", "edge_fer/cam/availability")
+            return [m.topic for m in kept if m.topic.startswith("homeassistant/")]
+
+        assert until(lambda: discovery_left() == [], 10), discovery_left()
 
 
 def test_events_and_image_events_carry_the_run_id_and_each_run_has_its_own() -> None:
