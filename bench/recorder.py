@@ -132,10 +132,7 @@ def drain(db: str, port: int, work: Path, devices: int, burst: int) -> dict[str,
             time.sleep(0.01)
         _, cpu0 = proc_figures(rec.pid)
         t0, n0 = time.monotonic(), rows()
-        while rows() < burst:
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError(f"recorder fell behind: {rows()} of {burst} after 5 min")
-            time.sleep(0.02)
+        drain(rows, burst)
         elapsed = time.monotonic() - t0
         _, cpu1 = proc_figures(rec.pid)
     finally:
@@ -144,6 +141,15 @@ def drain(db: str, port: int, work: Path, devices: int, burst: int) -> dict[str,
         rows.close()
     return {"messages_per_s": (burst - n0) / elapsed, "events_share": fleet.sent_events / fleet.sent,
             "cpu_ms_per_1000": (cpu1 - cpu0) / (burst - n0) * 1e6}
+
+
+def drain(rows, target: int) -> None:
+    """Wait until `target` rows are stored; a recorder still short of it after 5 minutes has fallen behind."""
+    deadline = time.monotonic() + 300
+    while rows() < target:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"recorder fell behind: {rows()} of {target} after 5 min")
+        time.sleep(0.02)
 
 
 def live(db: str, port: int, work: Path, devices: int, seconds: float) -> dict[str, float]:
@@ -166,10 +172,7 @@ def live(db: str, port: int, work: Path, devices: int, seconds: float) -> dict[s
                 next_sample += 1
             time.sleep(0.01)
         published = time.monotonic() - t0
-        while rows() < fleet.sent:
-            if time.monotonic() - t0 - published > 300:
-                raise RuntimeError(f"recorder fell behind: {rows()} of {fleet.sent} after 5 min")
-            time.sleep(0.02)
+        drain(rows, fleet.sent)
         elapsed = time.monotonic() - t0
         _, cpu1 = proc_figures(rec.pid)
     finally:

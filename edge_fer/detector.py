@@ -232,14 +232,14 @@ class HaarDetector:
 
     def refine(self, frame: np.ndarray, last: Detection) -> Detection | None:
         """The face near a known box, searched only around it (a cheap update between full detections)."""
-        gray = _gray(frame)
         x, y, w, h = last.box
-        h_img, w_img = gray.shape[:2]
+        h_img, w_img = frame.shape[:2]
         # Search twice the box's size, at a scale where the face is about 48 px: a few hundred windows.
         x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
         x1, y1 = min(w_img, x + w + w // 2), min(h_img, y + h + h // 2)
+        gray = _gray(frame[y0:y1, x0:x1])  # only the searched region: one conversion per face is small
         scale = min(1.0, 48 / max(w, 1))
-        found = self._cascade_boxes(gray[y0:y1, x0:x1], scale, (int(w * scale * 0.7), int(h * scale * 0.7)),
+        found = self._cascade_boxes(gray, scale, (int(w * scale * 0.7), int(h * scale * 0.7)),
                                     (int(w * scale * 1.4) + 1, int(h * scale * 1.4) + 1))
         best = _nearest(found, (x - x0, y - y0, w, h))
         if best is None:

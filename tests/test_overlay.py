@@ -283,14 +283,20 @@ def test_display_mode_reloads_on_sighup_and_stops_on_sigterm(xvfb, tmp_path: Pat
     assert "Traceback" not in errlog.read_text()
 
 
+def unplayable_video(folder: Path) -> Path:
+    """A file named like a video that no decoder can open."""
+    bogus = folder / "clip.avi"
+    bogus.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    return bogus
+
+
 def test_display_mode_follows_the_headless_errors(xvfb, tmp_path: Path) -> None:
     err = io.StringIO()
     code = main(["--display", "--source", "picamera2", "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err)
     assert code == EXIT_USAGE
     assert err.getvalue() == ("edge-fer: camera.source is picamera2 but picamera2 is not installed: "
                               "sudo apt install python3-picamera2\n")
-    bogus = tmp_path / "clip.avi"
-    bogus.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    bogus = unplayable_video(tmp_path)
     err = io.StringIO()
     code = main(["--display", "--source", str(bogus), "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err)
     assert code == EXIT_RUNTIME
@@ -300,8 +306,7 @@ def test_display_mode_follows_the_headless_errors(xvfb, tmp_path: Path) -> None:
 def test_gui_camera_that_fails_says_so_and_the_window_stays(xvfb, tmp_path: Path) -> None:
     if shutil.which("xdotool") is None:
         pytest.skip("xdotool is not installed")
-    bogus = tmp_path / "clip.avi"
-    bogus.write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    bogus = unplayable_video(tmp_path)
     config = tmp_path / "c.yaml"
     config.write_text(f"camera:\n  source: {json.dumps(str(bogus))}\nmqtt:\n  enabled: false\n")
     errlog = tmp_path / "stderr.txt"
