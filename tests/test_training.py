@@ -127,13 +127,50 @@ def test_smoke_run_trains_resumes_exports_and_evaluates(small_csv: Path, tmp_pat
 
 
 @needs_tensorflow
-@pytest.mark.parametrize("arch", ["vgg16", "resnet50"])
-def test_applications_build_from_scratch(arch: str) -> None:
+@pytest.mark.parametrize(("arch", "size"), [("vgg16", None), ("resnet50", 64)])
+def test_applications_build_from_scratch(arch: str, size: int | None) -> None:
     from training.models import build
 
-    model = build(arch, weights=None)
+    model = build(arch, weights=None, size=size)
+    assert model.get_layer(arch).input_shape[1:3] == (size or 48, size or 48)
     out = model(np.zeros((2, 48, 48, 1), np.float32))
     assert tuple(out.shape) == (2, 7)
+
+
+@needs_tensorflow
+def test_training_fine_tunes_from_a_local_weights_file(small_csv: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import keras
+
+    from training import train
+
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(7)
+    trunk = keras.applications.VGG16(include_top=False, weights=None, input_shape=(48, 48, 3), pooling="avg")
+    saved = tmp_path / "vgg16_trunk.weights.h5"
+    trunk.save_weights(saved)
+    run = tmp_path / "run"
+    # A learning rate near zero keeps the trained trunk at the file's weights, so the test can see they were used.
+    args = ["--data", str(small_csv), "--run-dir", str(run), "--arch", "vgg16", "--epochs", "1", "--limit", "64",
+            "--batch-size", "32", "--precision", "float32", "--lr", "1e-9", "--weight-decay", "0"]
+    assert train.main(args + ["--weights", str(saved)]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert state["finished"] and state["args"]["weights"] == str(saved)
+    tuned = keras.models.load_model(run / "last.keras").get_layer("vgg16").get_weights()
+    expected = trunk.get_weights()
+    assert len(tuned) == len(expected) == 26
+    assert all(np.allclose(t, e, atol=1e-5) for t, e in zip(tuned, expected))
+    assert not np.allclose(keras.applications.VGG16(include_top=False, weights=None, input_shape=(48, 48, 3))
+                           .get_weights()[0], expected[0])
+    capsys.readouterr()
+
+    # The wrong network's weights, a missing file, and --weights for the edge CNN: one line, exit 2, before any data.
+    for bad, why in (([*args[:5], "resnet50", *args[6:], "--weights", str(saved)], "not weights of resnet50"),
+                     (args + ["--weights", str(tmp_path / "absent.h5")], "no such file"),
+                     ([*args[:5], "edge", *args[6:], "--weights", str(saved)], "is for vgg16 and resnet50")):
+        assert train.main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and len(err.splitlines()) == 1, err
 
 
 def test_ferplus_votes_mix_into_the_targets(tmp_path: Path) -> None:

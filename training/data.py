@@ -143,7 +143,8 @@ def load(source: str | Path, cache_dir: Path | None = DEFAULT_CACHE) -> dict[str
     splits = read_csv(source) if is_csv_source else read_folders(source)
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        # One temporary name per process: two runs started together must not rename each other's file.
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
         arrays = {f"{s}_{k}": getattr(splits[s], k) for s in SPLITS for k in ("x", "y", "rows")}
         np.savez(tmp, **arrays)
         tmp.replace(cache)

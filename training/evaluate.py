@@ -93,16 +93,18 @@ def confusion_png(result: dict, path: Path) -> None:
 
 
 def markdown(results: list[dict], split: str, n: int) -> str:
-    """A side-by-side table of the models, then per-class precision/recall/F1 of each."""
+    """One side-by-side table of the models (with recall per class), then per-class precision/recall/F1 of each."""
+    recall_heads = " | ".join(f"{name} recall" for name in data.LABELS)
     lines = [f"FER-2013 {split}, {n} images; latency: median of single-face predictions, 1 thread, LiteRT, "
              "preprocessing included.", "",
-             "| model | accuracy | macro-F1 | size (KiB) | parameters | latency (ms/face) |",
-             "|---|---|---|---|---|---|"]
+             f"| model | accuracy | macro-F1 | {recall_heads} | size (KiB) | parameters | latency (ms/face) |",
+             "|---|---|---|" + "---|" * len(data.LABELS) + "---|---|---|"]
     for r in results:
         params = f"{r['parameters']:,}" if isinstance(r["parameters"], int) else "n/a"
         latency = "n/a" if np.isnan(r["latency_ms"]) else f"{r['latency_ms']:.3f}"
-        lines.append(f"| {r['name']} | {r['accuracy'] * 100:.2f}% | {r['macro_f1']:.4f} | {r['size_kib']:.0f} | "
-                     f"{params} | {latency} |")
+        recalls = " | ".join(f"{v:.3f}" for v in r["recall"])
+        lines.append(f"| {r['name']} | {r['accuracy'] * 100:.2f}% | {r['macro_f1']:.4f} | {recalls} | "
+                     f"{r['size_kib']:.0f} | {params} | {latency} |")
     for r in results:
         lines += ["", f"**{r['name']}**: per class", "", "| class | precision | recall | F1 |", "|---|---|---|---|"]
         for i, name in enumerate(data.LABELS):

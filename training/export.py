@@ -38,7 +38,7 @@ def inference_model(run_dir: Path, checkpoint: str, flip_tta: bool):
 
     state = json.loads((run_dir / "state.json").read_text())
     keras.mixed_precision.set_global_policy("float32")
-    net = build(state["args"]["arch"])
+    net = build(state["args"]["arch"], size=state["args"].get("input_size"))
     net.load_weights(run_dir / f"{checkpoint}.keras")
     inp = keras.Input(net.input_shape[1:], name="face")
     logits = net(inp)

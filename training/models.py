@@ -32,33 +32,36 @@ def edge_cnn(widths: tuple[int, ...] = (32, 64, 128, 256), depth: int = 2, dropo
 
 
 def _applications(arch: str, weights: str | None, size: int) -> keras.Model:
-    """VGG16/ResNet50 on gray 48x48 faces repeated to three channels and resized to `size`."""
+    """VGG16/ResNet50 on gray 48x48 faces repeated to three channels and resized to `size`.
+
+    `weights`: None or "none" (from scratch), "imagenet" (downloads), or a file of the trunk's weights without
+    its top: keras.applications' own `*_notop.h5`, or a `.weights.h5` saved from such a trunk.
+    """
     build = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[arch]
-    # "imagenet" needs the internet; a path loads local weights after construction.
-    hub_weights = "imagenet" if weights == "imagenet" else None
     inp = keras.Input((SIZE, SIZE, 1), name="face")
-    x = layers.Resizing(size, size)(inp)
+    x = layers.Resizing(size, size)(inp) if size != SIZE else inp
     x = layers.Concatenate()([x, x, x])
     # Both networks' "caffe" preprocessing: BGR mean subtraction (gray makes the channel order moot).
     x = layers.Normalization(mean=CAFFE_MEAN, variance=(1.0, 1.0, 1.0), name="preprocess")(x)
-    base = build(include_top=False, weights=hub_weights, input_shape=(size, size, 3), pooling="avg")
+    trunk_weights = None if weights in (None, "none") else weights
+    base = build(include_top=False, weights=trunk_weights, input_shape=(size, size, 3), pooling="avg")
     x = base(x)
     x = layers.Dropout(0.4)(x)
     out = layers.Dense(NUM_CLASSES, name="logits", dtype="float32")(x)
-    model = keras.Model(inp, out, name=arch)
-    if weights not in (None, "none", "imagenet"):
-        base.load_weights(weights)
-    return model
+    return keras.Model(inp, out, name=arch)
 
 
-def build(arch: str, weights: str | None = None) -> keras.Model:
-    """The model named by --arch; input (48, 48, 1) pixels in 0..255, output logits."""
-    if arch == "edge":
-        return edge_cnn()
-    if arch == "edge-small":
-        return edge_cnn(widths=(16, 32, 64, 128), depth=1)
+def build(arch: str, weights: str | None = None, size: int | None = None) -> keras.Model:
+    """The model named by --arch; input (48, 48, 1) pixels in 0..255, output logits.
+
+    `size` is the side the VGG16/ResNet50 trunk sees (the face is resized to it); the edge nets are 48 only.
+    """
+    if arch in ("edge", "edge-small"):
+        if size not in (None, SIZE):
+            raise ValueError(f"--input-size: {arch} takes {SIZE}x{SIZE} faces only")
+        return edge_cnn() if arch == "edge" else edge_cnn(widths=(16, 32, 64, 128), depth=1)
     if arch in ("vgg16", "resnet50"):
-        return _applications(arch, weights, 96 if arch == "vgg16" else 64)
+        return _applications(arch, weights, size or SIZE)
     raise ValueError(f"unknown arch {arch!r}")
 
 

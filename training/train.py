@@ -28,7 +28,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fer2013.tar.gz, fer2013.csv or a Kaggle image folder")
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and logs of this run")
     p.add_argument("--arch", choices=ARCHS, default="edge")
-    p.add_argument("--weights", default=None, help="for vgg16/resnet50: imagenet (needs internet), a weights file, or none")
+    p.add_argument("--weights", default=None,
+                   help="for vgg16/resnet50: none (from scratch, the default), imagenet (needs internet), or a file of "
+                        "the network's weights without its top (keras' *_notop.h5, or a .weights.h5) to fine-tune from")
+    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                   help="for vgg16/resnet50: the side the network sees (faces are resized to it; default 48)")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
@@ -162,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import keras
 
+    problem = weights_problem(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+
     precision = args.precision
     if precision == "auto":
         precision = "mixed_bfloat16" if cpu_has_bf16() else "float32"
@@ -201,9 +210,45 @@ def main(argv: list[str] | None = None) -> int:
 def _new_model(args: argparse.Namespace, steps: int):
     from training.models import build
 
-    model = build(args.arch, args.weights)
+    model = build(args.arch, args.weights, args.input_size)
     compile_model(model, args, steps)
     return model
+
+
+def weights_problem(args: argparse.Namespace) -> str | None:
+    """Why --weights/--input-size cannot be used as given, or None; checked before the data is read."""
+    if args.arch not in ("vgg16", "resnet50"):
+        if args.weights not in (None, "none"):
+            return f"--weights is for vgg16 and resnet50; {args.arch} trains from scratch"
+        if args.input_size not in (None, 48):
+            return f"--input-size is for vgg16 and resnet50; {args.arch} takes 48x48 faces"
+        return None
+    if args.input_size is not None and not 32 <= args.input_size <= 224:
+        return f"--input-size {args.input_size}: use 32 to 224 pixels"
+    if args.weights in (None, "none"):
+        return None
+    from training.models import build
+
+    if args.weights == "imagenet":
+        try:
+            build(args.arch, "imagenet", args.input_size)  # fetches once into ~/.keras/models
+        except Exception as e:  # keras.utils.get_file raises a bare Exception when the download fails
+            return (f"--weights imagenet: the ImageNet weights could not be fetched ({_first_line(e)}); "
+                    f"copy {args.arch}'s *_notop.h5 from a machine online and give its path")
+        return None
+    path = Path(args.weights)
+    if not path.is_file():
+        return f"--weights {path}: no such file (give imagenet, none, or a file of {args.arch}'s weights without its top)"
+    try:
+        build(args.arch, str(path), args.input_size)
+    except (ValueError, OSError) as e:
+        return f"--weights {path}: not weights of {args.arch} without its top ({_first_line(e)})"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":
