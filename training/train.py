@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +241,10 @@ def weights_problem(args: argparse.Namespace) -> str | None:
     if not path.is_file():
         return f"--weights {path}: no such file (give imagenet, none, or a file of {args.arch}'s weights without its top)"
     try:
-        build(args.arch, str(path), args.input_size)
+        # Keras warns once per layer it cannot fill before it raises; the one line below says it all.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build(args.arch, str(path), args.input_size)
     except (ValueError, OSError) as e:
         return f"--weights {path}: not weights of {args.arch} without its top ({_first_line(e)})"
     return None
