@@ -20,6 +20,6 @@ def test_wheel_ships_the_runtime_models_and_leaves_the_comparison_models_out(tmp
                     "YUNET-LICENSE", "face_framing.json"):
         assert f"edge_fer/models/{shipped}" in names
     compared = sorted(p.name for p in (ROOT / "models" / "compare").glob("*.tflite"))
-    assert compared, "models/compare holds the VGG16 and ResNet50 comparison models"
+    assert compared, "models/compare holds the comparison models (VGG16)"
     assert not [n for n in names if "compare" in n or n.endswith(tuple(compared)) or "_float." in n]
     assert max(zipfile.ZipFile(wheel).getinfo(n).file_size for n in names) < 2_000_000
