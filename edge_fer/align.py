@@ -57,9 +57,26 @@ class Framing:
         # Source pixels per crop pixel; warping straight down by a large factor would alias.
         shrink = float(np.sqrt(abs(np.linalg.det(m[:, :2])))) ** -1
         fine = int(min(4, max(1, round(shrink))))
-        out = cv2.warpAffine(image, m * np.array([[fine], [fine]]), (size * fine, size * fine),
+        # Warp only the region the crop reads from: OpenCV refuses sources 32767 px or more on a side.
+        region, m = _source_region(image, m, size)
+        out = cv2.warpAffine(region, m * np.array([[fine], [fine]]), (size * fine, size * fine),
                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return out if fine == 1 else cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _source_region(image: np.ndarray, m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of `image` that a size x size crop through `m` reads, and `m` moved to that part's corner."""
+    inverse = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inverse.T
+    h, w = image.shape[:2]
+    # Two pixels of margin for the bilinear reads; at the picture's own edge, replication is the same as before.
+    x0 = int(np.clip(np.floor(corners[:, 0].min()) - 2, 0, w - 1))
+    y0 = int(np.clip(np.floor(corners[:, 1].min()) - 2, 0, h - 1))
+    x1 = int(np.clip(np.ceil(corners[:, 0].max()) + 3, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(corners[:, 1].max()) + 3, y0 + 1, h))
+    moved = m.copy()
+    moved[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    return image[y0:y1, x0:x1], moved
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:

@@ -190,3 +190,18 @@ def test_searching_near_known_faces_is_chosen_only_while_it_is_cheaper() -> None
     # At 480 px a 640x480 frame is 480x360 = 172,800 pixels; each search square is 160x160 = 25,600.
     assert YUNET_CAMERA.refine_pays(6, 640, 480) and not YUNET_CAMERA.refine_pays(7, 640, 480)
     assert HAAR_CAMERA.refine_pays(50, 640, 480)
+
+
+def test_a_face_in_a_picture_wider_than_opencv_warps_is_framed_like_the_same_face_in_a_small_one() -> None:
+    # OpenCV's warp refuses sources of 32,767 px or more on a side (a fuzzed GIF found it): only the face's region is warped.
+    small = cv2.imread(str(ASTRONAUT), cv2.IMREAD_GRAYSCALE)[40:200, 150:310]
+    wide = np.zeros((160, 33_120), np.uint8)
+    wide[:, 20_000:20_160] = small
+    framing = Framing.load()
+    face = Detection((28, 23, 90, 113), ((50.1, 61.8), (97.1, 62.6), (70.4, 84.5), (48.6, 102.8), (89.7, 103.6)))
+    moved = Detection((20_028, 23, 90, 113), tuple((x + 20_000, y) for x, y in face.landmarks))
+    for size in (48, 64):
+        expected = framing.crop(small, face, size)
+        assert expected.std() > 10 and np.array_equal(framing.crop(wide, moved, size), expected)
+    # A box with no landmarks running off the picture's edge still gives a whole crop.
+    assert framing.crop(wide, Detection((33_100, 100, 60, 90)), 48).shape == (48, 48)
