@@ -192,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         model = keras.models.load_model(args.run_dir / "last.keras")
         print(f"resuming {args.run_dir} at epoch {state['epoch']}/{args.epochs}", flush=True)
     else:
-        model = _new_model(args, steps)
+        try:
+            model = _new_model(args, steps)
+        except WeightsError as e:
+            print(e, file=sys.stderr)
+            return 2
         state = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                  "command": "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv),
                  "precision": precision, "epoch": 0, "best_val_acc": 0.0, "best_epoch": 0,
@@ -208,16 +212,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if state["finished"] else 1
 
 
+class WeightsError(Exception):
+    """--weights names something that cannot be loaded into the network; the message is one line."""
+
+
 def _new_model(args: argparse.Namespace, steps: int):
+    """The network named by the arguments, with its --weights loaded, compiled for `steps` per epoch."""
     from training.models import build
 
-    model = build(args.arch, args.weights, args.input_size)
+    try:
+        # Keras warns once per layer it cannot fill before it raises; the one-line error says it all.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build(args.arch, args.weights, args.input_size)
+    except Exception as e:
+        if args.weights == "imagenet":  # keras.utils.get_file raises a bare Exception when the download fails
+            raise WeightsError(f"--weights imagenet: the ImageNet weights could not be fetched ({_first_line(e)}); "
+                               f"copy {args.arch}'s *_notop.h5 from a machine online and give its path") from None
+        if args.weights not in (None, "none") and isinstance(e, (ValueError, OSError)):
+            raise WeightsError(f"--weights {args.weights}: not weights of {args.arch} without its top "
+                               f"({_first_line(e)})") from None
+        raise
     compile_model(model, args, steps)
     return model
 
 
 def weights_problem(args: argparse.Namespace) -> str | None:
-    """Why --weights/--input-size cannot be used as given, or None; checked before the data is read."""
+    """Why --weights/--input-size cannot be used as given, or None; what needs the file itself is left to loading."""
     if args.arch not in ("vgg16", "resnet50"):
         if args.weights not in (None, "none"):
             return f"--weights is for vgg16 and resnet50; {args.arch} trains from scratch"
@@ -226,27 +247,9 @@ def weights_problem(args: argparse.Namespace) -> str | None:
         return None
     if args.input_size is not None and not 32 <= args.input_size <= 224:
         return f"--input-size {args.input_size}: use 32 to 224 pixels"
-    if args.weights in (None, "none"):
-        return None
-    from training.models import build
-
-    if args.weights == "imagenet":
-        try:
-            build(args.arch, "imagenet", args.input_size)  # fetches once into ~/.keras/models
-        except Exception as e:  # keras.utils.get_file raises a bare Exception when the download fails
-            return (f"--weights imagenet: the ImageNet weights could not be fetched ({_first_line(e)}); "
-                    f"copy {args.arch}'s *_notop.h5 from a machine online and give its path")
-        return None
-    path = Path(args.weights)
-    if not path.is_file():
-        return f"--weights {path}: no such file (give imagenet, none, or a file of {args.arch}'s weights without its top)"
-    try:
-        # Keras warns once per layer it cannot fill before it raises; the one line below says it all.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            build(args.arch, str(path), args.input_size)
-    except (ValueError, OSError) as e:
-        return f"--weights {path}: not weights of {args.arch} without its top ({_first_line(e)})"
+    if args.weights not in (None, "none", "imagenet") and not Path(args.weights).is_file():
+        return (f"--weights {args.weights}: no such file "
+                f"(give imagenet, none, or a file of {args.arch}'s weights without its top)")
     return None
 
 
