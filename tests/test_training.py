@@ -135,6 +135,25 @@ def test_applications_build_from_scratch(arch: str, size: int | None) -> None:
     assert model.get_layer(arch).input_shape[1:3] == (size or 48, size or 48)
     out = model(np.zeros((2, 48, 48, 1), np.float32))
     assert tuple(out.shape) == (2, 7)
+    if arch == "resnet50":
+        # From scratch every residual block starts as the identity: its last batch norm's scale is zero, no other.
+        gammas = {layer.name: layer.gamma.numpy() for layer in model.get_layer(arch).layers if hasattr(layer, "gamma")}
+        zeroed = sorted(name for name, g in gammas.items() if not g.any())
+        assert len(zeroed) == 16 and all(name.endswith("_3_bn") for name in zeroed)
+        assert all(g.all() for name, g in gammas.items() if name not in zeroed)
+
+
+@needs_tensorflow
+def test_resnet50_from_a_weights_file_keeps_its_scales(tmp_path: Path) -> None:
+    import keras
+
+    from training.models import build
+
+    trunk = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(48, 48, 3), pooling="avg")
+    saved = tmp_path / "resnet50_trunk.weights.h5"
+    trunk.save_weights(saved)
+    loaded = build("resnet50", weights=str(saved)).get_layer("resnet50")
+    assert loaded.get_layer("conv5_block3_3_bn").gamma.numpy().all()
 
 
 @needs_tensorflow
