@@ -94,7 +94,7 @@ def test_smoke_run_trains_resumes_exports_and_evaluates(small_csv: Path, tmp_pat
 
     run = tmp_path / "run"
     common = ["--data", str(small_csv), "--run-dir", str(run), "--arch", "edge-small", "--epochs", "2",
-              "--batch-size", "32", "--precision", "float32"]
+              "--batch-size", "32", "--precision", "float32", "--mixup", "0.2"]
     # A zero time budget stops after the first epoch, as the end of a session would.
     assert train.main(common + ["--time-budget", "0"]) == 1
     state = json.loads((run / "state.json").read_text())
@@ -223,3 +223,28 @@ def test_real_ferplus_file_lines_up_with_fer2013() -> None:
     assert dist.shape == (35887, 7)
     ok = ~np.isnan(dist).any(axis=1)
     assert ok.mean() > 0.99 and np.allclose(dist[ok].sum(axis=1), 1, atol=1e-5)
+
+
+@needs_tensorflow
+def test_mixup_mixes_each_face_with_one_other_by_its_label_share() -> None:
+    import tensorflow as tf
+
+    from training.augment import mixup
+
+    tf.random.set_seed(3)
+    n = 7
+    # Each face a constant picture of its own index, each of a different class: the mixed target says who was mixed
+    # with whom and by how much, and the picture and sample weight must say the same.
+    x = tf.constant(np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 1), np.float32) * 10)
+    t = tf.eye(n)
+    w = tf.range(1.0, n + 1.0)
+    mx, mt, mw = (v.numpy() for v in mixup(x, t, w, alpha=0.4))
+    assert np.allclose(mt.sum(axis=1), 1.0)
+    own = mt[np.arange(n), np.arange(n)]
+    assert (own >= 0.5 - 1e-6).all() and (own < 1.0).any()
+    for i in range(n):
+        share = mt[i].copy()
+        share[i] = 0.0
+        j = int(share.argmax()) if share.max() > 0 else i
+        assert np.allclose(mx[i], own[i] * 10 * i + (1 - own[i]) * 10 * j)
+        assert np.isclose(mw[i], own[i] * (i + 1) + (1 - own[i]) * (j + 1))

@@ -76,3 +76,22 @@ def augment_batch(x: tf.Tensor, cfg: AugmentConfig = AugmentConfig()) -> tf.Tens
     x = _affine(x, cfg)
     x = _photometric(x, cfg)
     return _erase(x, cfg)
+
+
+def mixup(x: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, alpha: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mix each example with a random other one of its batch, images, targets and sample weights alike.
+
+    The share of the example itself is max(l, 1 - l) with l ~ Beta(alpha, alpha) (Zhang et al. 2018), so
+    its own label stays the larger part.
+    """
+    n = tf.shape(x)[0]
+    a = tf.random.gamma([n], alpha)
+    b = tf.random.gamma([n], alpha)
+    lam = a / tf.maximum(a + b, 1e-12)
+    lam = tf.maximum(lam, 1.0 - lam)
+    other = tf.random.shuffle(tf.range(n))
+
+    def mix(v: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
+        return share * v + (1.0 - share) * tf.gather(v, other)
+
+    return mix(x, lam[:, None, None, None]), mix(targets, lam[:, None]), mix(weights, lam)

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ferplus", type=Path, default=None, help="fer2013new.csv: mix FER+ vote distributions into the targets")
     p.add_argument("--ferplus-weight", type=float, default=0.5,
                    help="with --ferplus: target = (1 - w) * FER-2013 label + w * FER+ votes")
+    p.add_argument("--mixup", type=_non_negative, default=0.0, metavar="ALPHA",
+                   help="mix each training face with another of its batch, share ~ Beta(ALPHA, ALPHA); 0 turns it off")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation images (smoke runs)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
@@ -85,7 +87,7 @@ def soft_targets(train: data.Split, args: argparse.Namespace) -> np.ndarray:
 def make_datasets(splits: dict[str, data.Split], args: argparse.Namespace):
     import tensorflow as tf
 
-    from training.augment import augment_batch
+    from training.augment import augment_batch, mixup
 
     train, val = splits["Training"], splits["PublicTest"]
     if args.limit:
@@ -95,7 +97,8 @@ def make_datasets(splits: dict[str, data.Split], args: argparse.Namespace):
     sample_weights = class_weights(train.y, args.class_weight_power)[train.y]
 
     def to_train(x, t, w):
-        return augment_batch(tf.cast(x[..., None], tf.float32)), t, w
+        x = augment_batch(tf.cast(x[..., None], tf.float32))
+        return mixup(x, t, w, args.mixup) if args.mixup > 0 else (x, t, w)
 
     ds_train = (tf.data.Dataset.from_tensor_slices((train.x, targets, sample_weights))
                 .shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True)
@@ -251,6 +254,13 @@ def weights_problem(args: argparse.Namespace) -> str | None:
         return (f"--weights {args.weights}: no such file "
                 f"(give imagenet, none, or a file of {args.arch}'s weights without its top)")
     return None
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give 0 (off) or a positive number")
+    return value
 
 
 def _first_line(e: BaseException) -> str:
