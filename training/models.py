@@ -53,15 +53,14 @@ def _applications(arch: str, weights: str | None, size: int) -> keras.Model:
     return keras.Model(inp, out, name=arch)
 
 
-def zero_residual_gamma(resnet: keras.Model) -> int:
-    """Zero the scale of each residual block's last batch norm, so every block starts as the identity; returns how many.
+def zero_residual_gamma(resnet: keras.Model) -> None:
+    """Zero the scale of each residual block's last batch norm, so every block starts as the identity.
 
     Keras' ResNet50 from scratch barely learned at 48x48 (Goyal et al. 2017's zero-gamma; the model card has the probe).
     """
-    layers_ = [layer for layer in resnet.layers if layer.name.endswith("_3_bn")]
-    for layer in layers_:
-        layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
-    return len(layers_)
+    for layer in resnet.layers:
+        if layer.name.endswith("_3_bn"):
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
 
 
 def build(arch: str, weights: str | None = None, size: int | None = None) -> keras.Model:

@@ -257,6 +257,7 @@ def weights_problem(args: argparse.Namespace) -> str | None:
 
 
 def _non_negative(text: str) -> float:
+    """argparse type: a number at least 0."""
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text}: give 0 (off) or a positive number")
