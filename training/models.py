@@ -34,7 +34,7 @@ def edge_cnn(widths: tuple[int, ...] = (32, 64, 128, 256), depth: int = 2, dropo
 def _applications(arch: str, weights: str | None, size: int) -> keras.Model:
     """VGG16/ResNet50 on gray 48x48 faces repeated to three channels and resized to `size`.
 
-    `weights`: None or "none" (from scratch), "imagenet" (downloads), or a file of the trunk's weights without
+    `weights`: None (from scratch), "imagenet" (downloads), or a file of the trunk's weights without
     its top: keras.applications' own `*_notop.h5`, or a `.weights.h5` saved from such a trunk.
     """
     build = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50}[arch]
@@ -43,9 +43,8 @@ def _applications(arch: str, weights: str | None, size: int) -> keras.Model:
     x = layers.Concatenate()([x, x, x])
     # Both networks' "caffe" preprocessing: BGR mean subtraction (gray makes the channel order moot).
     x = layers.Normalization(mean=CAFFE_MEAN, variance=(1.0, 1.0, 1.0), name="preprocess")(x)
-    trunk_weights = None if weights in (None, "none") else weights
-    base = build(include_top=False, weights=trunk_weights, input_shape=(size, size, 3), pooling="avg")
-    if arch == "resnet50" and trunk_weights is None:
+    base = build(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
+    if arch == "resnet50" and weights is None:
         zero_residual_gamma(base)
     x = base(x)
     x = layers.Dropout(0.4)(x)

@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fer2013.tar.gz, fer2013.csv or a Kaggle image folder")
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and logs of this run")
     p.add_argument("--arch", choices=ARCHS, default="edge")
-    p.add_argument("--weights", default=None,
+    p.add_argument("--weights", type=_weights_arg, default=None,
                    help="for vgg16/resnet50: none (from scratch, the default), imagenet (needs internet), or a file of "
                         "the network's weights without its top (keras' *_notop.h5, or a .weights.h5) to fine-tune from")
     p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
@@ -232,7 +232,7 @@ def _new_model(args: argparse.Namespace, steps: int):
         if args.weights == "imagenet":  # keras.utils.get_file raises a bare Exception when the download fails
             raise WeightsError(f"--weights imagenet: the ImageNet weights could not be fetched ({_first_line(e)}); "
                                f"copy {args.arch}'s *_notop.h5 from a machine online and give its path") from None
-        if args.weights not in (None, "none") and isinstance(e, (ValueError, OSError)):
+        if args.weights is not None and isinstance(e, (ValueError, OSError)):
             raise WeightsError(f"--weights {args.weights}: not weights of {args.arch} without its top "
                                f"({_first_line(e)})") from None
         raise
@@ -243,17 +243,22 @@ def _new_model(args: argparse.Namespace, steps: int):
 def weights_problem(args: argparse.Namespace) -> str | None:
     """Why --weights/--input-size cannot be used as given, or None; what needs the file itself is left to loading."""
     if args.arch not in ("vgg16", "resnet50"):
-        if args.weights not in (None, "none"):
+        if args.weights is not None:
             return f"--weights is for vgg16 and resnet50; {args.arch} trains from scratch"
         if args.input_size not in (None, 48):
             return f"--input-size is for vgg16 and resnet50; {args.arch} takes 48x48 faces"
         return None
     if args.input_size is not None and not 32 <= args.input_size <= 224:
         return f"--input-size {args.input_size}: use 32 to 224 pixels"
-    if args.weights not in (None, "none", "imagenet") and not Path(args.weights).is_file():
+    if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
         return (f"--weights {args.weights}: no such file "
                 f"(give imagenet, none, or a file of {args.arch}'s weights without its top)")
     return None
+
+
+def _weights_arg(text: str) -> str | None:
+    """argparse type of --weights: "none" is no weights."""
+    return None if text == "none" else text
 
 
 def _non_negative(text: str) -> float:
