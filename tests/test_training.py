@@ -248,3 +248,16 @@ def test_mixup_mixes_each_face_with_one_other_by_its_label_share() -> None:
         j = int(share.argmax()) if share.max() > 0 else i
         assert np.allclose(mx[i], own[i] * 10 * i + (1 - own[i]) * 10 * j)
         assert np.isclose(mw[i], own[i] * (i + 1) + (1 - own[i]) * (j + 1))
+
+
+@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--batch-size", "-4"], ["--mixup", "-0.2"], ["--epochs", "two"]])
+def test_out_of_range_numbers_are_refused_by_name_with_status_2(bad: list[str], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from training import train
+
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--run-dir", str(tmp_path / "run"), *bad])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {bad[0]}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the network's weights without its top (keras' *_notop.h5, or a .weights.h5) to fine-tune from")
     p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
                    help="for vgg16/resnet50: the side the network sees (faces are resized to it; default 48)")
-    p.add_argument("--epochs", type=int, default=80)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=_positive_int, default=80)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -259,6 +259,14 @@ def weights_problem(args: argparse.Namespace) -> str | None:
 def _weights_arg(text: str) -> str | None:
     """argparse type of --weights: "none" is no weights."""
     return None if text == "none" else text
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
+    return value
 
 
 def _non_negative(text: str) -> float:
