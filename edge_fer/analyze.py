@@ -9,28 +9,30 @@ import numpy as np
 
 from edge_fer.align import Framing
 from edge_fer.classifier import EmotionClassifier
-from edge_fer.config import Config
+from edge_fer.config import Config, UnsureConfig
 from edge_fer.detector import FaceDetector, make_detector
 from edge_fer.images import read_image
-from edge_fer.types import Detection, Face
+from edge_fer.judge import judge, quality
+from edge_fer.types import UNSURE, Detection, Face
 
 
 class Analyzer:
     """A detector and a classifier used together on whole frames."""
 
     def __init__(self, detector: FaceDetector | None = None, classifier: EmotionClassifier | None = None,
-                 max_faces: int = 8, framing: Framing | None = None) -> None:
+                 max_faces: int = 8, framing: Framing | None = None, unsure: UnsureConfig | None = None) -> None:
         self.detector = detector or make_detector(Config())
         self.classifier = classifier or EmotionClassifier()
         self.max_faces = max_faces
         self.framing = framing or Framing.load()
+        self.unsure = unsure or UnsureConfig()
 
     @classmethod
     def from_config(cls, cfg: Config, photos: bool = False) -> "Analyzer":
         """Build both parts from the configuration (with the photo detector settings for one-shot images)."""
         return cls(make_detector(cfg, photos),
                    EmotionClassifier(cfg.classifier.model or None, threads=cfg.classifier.threads),
-                   cfg.images.max_faces if photos else cfg.classifier.max_faces)
+                   cfg.images.max_faces if photos else cfg.classifier.max_faces, unsure=cfg.unsure)
 
     def __enter__(self) -> "Analyzer":
         return self
@@ -46,10 +48,12 @@ class Analyzer:
         probs = self.classifier.predict(crops)
         labels = self.classifier.labels
         faces = []
-        for d, p in zip(found, probs):
+        for d, crop, p in zip(found, crops, probs):
             top = int(np.argmax(p))
-            faces.append(Face(d.box, labels[top], float(p[top]), {k: float(v) for k, v in zip(labels, p)},
-                              d.landmarks, d.score))
+            reason = judge(quality(d, crop, float(p[top])), self.unsure) if self.unsure.enabled else None
+            faces.append(Face(d.box, UNSURE if reason else labels[top], float(p[top]),
+                              {k: float(v) for k, v in zip(labels, p)}, d.landmarks, d.score,
+                              reason.value if reason else None))
         return faces
 
     def analyze(self, frame: np.ndarray) -> list[Face]:

@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 
 from edge_fer.analyze import Face
+from edge_fer.types import UNSURE
 
 # BGR colour per emotion, so a label reads the same in every view.
 COLORS = {
     "angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (0, 200, 255),
-    "sad": (200, 120, 40), "surprise": (0, 140, 255), "neutral": (170, 170, 170),
+    "sad": (200, 120, 40), "surprise": (0, 140, 255), "neutral": (170, 170, 170), UNSURE: (110, 110, 110),
 }
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -85,7 +86,7 @@ Rect = tuple[int, int, int, int]
 def _caption(face: Face, prefix: str) -> tuple[str, tuple[int, int], float, Rect]:
     """A face's caption text, its origin, its scale, and the rectangle it covers."""
     x, y, bw, _bh = face.box
-    text = f"{prefix}{face.emotion} {face.confidence:.0%}"
+    text = f"{prefix}{face.caption}"
     scale = max(0.4, min(1.5, bw / 160))
     (tw, th), base = cv2.getTextSize(text, FONT, scale, max(1, round(scale * 2)) + 2)
     org = (x, max(14, y - 6))

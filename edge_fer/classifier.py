@@ -70,6 +70,14 @@ def read_sidecar(model_path: Path) -> dict[str, Any]:
         raise ModelError(f"{side}: 'labels' must be a list of class names")
     if meta.get("color", "gray") not in ("gray", "bgr", "rgb"):
         raise ModelError(f"{side}: 'color' must be gray, bgr or rgb")
+    calibration = meta.get("calibration", {})
+    temperature = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.05 <= temperature <= 20:
+        raise ModelError(f"{side}: 'calibration' must hold a temperature between 0.05 and 20")
+    bias = calibration.get("bias", [0.0] * len(labels))
+    if not isinstance(bias, list) or len(bias) != len(labels) or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and -20 <= b <= 20 for b in bias):
+        raise ModelError(f"{side}: 'calibration' bias must be one number from -20 to 20 per label")
     return meta
 
 
@@ -89,6 +97,11 @@ class EmotionClassifier:
         self._norm_offset = float(norm.get("offset", 0.0))
         # The model's outputs are probabilities unless the sidecar says they are logits.
         self._softmax = self.meta.get("output", "probabilities") == "logits"
+        # Calibration (training/calibrate.py): log-scores over a temperature plus a bias per label, so that a
+        # face called 0.8 is right about 80% of the time.
+        calibration = self.meta.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.bias = np.asarray(calibration.get("bias", [0.0] * len(self.labels)), np.float32)
         try:
             with _quiet_stderr():
                 self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
@@ -177,7 +190,11 @@ class EmotionClassifier:
             # A model with a fixed batch size runs one face at a time (resized back from the failed attempt).
             self._shape = ()
             out = np.concatenate([self._run(b[None]) for b in batch])
-        if self._softmax:
-            e = np.exp(out - out.max(axis=1, keepdims=True))
-            out = e / e.sum(axis=1, keepdims=True)
-        return out.astype(np.float32)
+        if not self._softmax and self.temperature == 1.0 and not self.bias.any():
+            return out.astype(np.float32)
+        if not self._softmax:
+            # int8 probabilities come in steps of 1/256 down to 0: a floor keeps their logarithm finite.
+            out = np.log(np.maximum(out, 1 / 512))
+        out = out / self.temperature + self.bias
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

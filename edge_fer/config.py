@@ -60,6 +60,7 @@ class YunetConfig:
     score_threshold: float = _within(0.6, 0.0, 1.0)
     nms_threshold: float = _within(0.3, 0.0, 1.0)
     photo_size: int = _within(640, 32, 16384)
+    photo_min_size: int = _within(160, 0, 16384)
     photo_small_faces_size: int = _within(1280, 0, 16384)
     small_face_px: int = _within(40, 0, 1000)
 
@@ -84,6 +85,21 @@ class ClassifierConfig:
     model: str = ""
     threads: int = _within(1, 1, 64)
     max_faces: int = _within(8, 1, 256)
+
+
+@dataclass(frozen=True)
+class UnsureConfig:
+    """When a face is reported `unsure` instead of labelled (edge_fer/judge.py; chosen on wild-dev, see README)."""
+
+    enabled: bool = True
+    min_confidence: float = _within(0.45, 0.0, 1.0)
+    min_face_px: int = _within(24, 0, 10000)
+    min_detector_score: float = _within(0.0, 0.0, 1.0)
+    min_brightness: float = _within(30.0, 0.0, 255.0)
+    min_contrast: float = _within(12.0, 0.0, 255.0)
+    min_sharpness: float = _within(0.0, 0.0, 1e6)
+    max_yaw_deg: float = _within(50.0, 0.0, 90.0)
+    max_pitch: float = _within(0.3, 0.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,7 @@ class Config:
     yunet: YunetConfig = field(default_factory=YunetConfig)
     haar: HaarConfig = field(default_factory=HaarConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    unsure: UnsureConfig = field(default_factory=UnsureConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)

@@ -151,7 +151,9 @@ class YuNetDetector:
             found = self._pass(_resized(bgr, scale), scale)
         else:
             # Large faces are found on a small copy; small faces in big photos need a second, finer pass.
-            coarse = min(1.0, cfg.photo_size / max(h, w))
+            # A thumbnail is enlarged first: YuNet misses faces that fill a picture of a few dozen pixels (and
+            # on such an input, whether it finds them changes from one process to the next).
+            coarse = max(min(1.0, cfg.photo_size / max(h, w)), cfg.photo_min_size / max(h, w))
             fine = min(1.0, cfg.photo_small_faces_size / max(h, w))
             if fine > coarse * 1.5:
                 # The coarse copy is made from the fine one: one pass over the full-size photo, not two.

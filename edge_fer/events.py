@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from edge_fer import __version__
-from edge_fer.types import TrackEvent, TrackState, landmarks_list
+from edge_fer.types import UNSURE, TrackEvent, TrackState, landmarks_list
 
 
 def utc_iso(t: float | None = None) -> str:
@@ -43,6 +43,7 @@ class EventFactory:
         """A one-shot result (edge-fer --image --publish) in the same schema, type 'image'."""
         return {"type": "image", "device": self.device, "image": image, "face_index": index,
                 "emotion": face["emotion"], "confidence": face["confidence"], "scores": face["scores"],
+                "unsure": face.get("unsure"),
                 "box": face["box"], "landmarks": face.get("landmarks"), "detector_score": face.get("detector_score"),
                 "frame_size": list(frame_size), "ts": utc_iso(), "run_id": self.run_id, "seq": next(self._seq)}
 
@@ -94,7 +95,7 @@ def discovery_config(prefix: str, device: str, labels: tuple[str, ...], support_
         "availability_topic": f"{base}/availability", "state_topic": f"{base}/state", "qos": 1,
         "components": {
             "emotion": {"platform": "sensor", "name": "Emotion", "unique_id": f"edge_fer_{node}_emotion",
-                        "device_class": "enum", "options": [*labels, NO_FACE],
+                        "device_class": "enum", "options": [*labels, UNSURE, NO_FACE],
                         "value_template": f"{{{{ value_json.dominant_emotion or '{NO_FACE}' }}}}",
                         "json_attributes_topic": f"{base}/state", "icon": "mdi:emoticon-outline"},
             "faces": {"platform": "sensor", "name": "Faces", "unique_id": f"edge_fer_{node}_faces",

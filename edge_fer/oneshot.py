@@ -23,7 +23,8 @@ def format_table(name: str, width: int, height: int, faces: list[Face], labels: 
         for i, f in enumerate(faces, 1):
             box = ", ".join(f"{v:>4}" for v in f.box)
             scores = " ".join(f"{f.scores[lab]:>8.3f}" for lab in labels)
-            lines.append(f"  {i:>2}  {box:<22}  {f.emotion:<9} {f.confidence:>5.2f}  {scores}")
+            why = f"  ({f.unsure})" if f.unsure else ""
+            lines.append(f"  {i:>2}  {box:<22}  {f.emotion:<9} {f.confidence:>5.2f}  {scores}{why}")
     return "\n".join(lines)
 
 

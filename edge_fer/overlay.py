@@ -155,7 +155,7 @@ class Overlay:
                 p.create_text(10, y, anchor=tk.NW, fill="#c0c0c0", text=f"+{len(self.faces) - i} more")
                 break
             p.create_text(10, y, anchor=tk.NW, fill=hex_color(color_of(face.emotion)),
-                          text=f"{self.face_labels.get(i, f'face {i + 1}')}: {face.emotion} {face.confidence:.0%}",
+                          text=f"{self.face_labels.get(i, f'face {i + 1}')}: {face.caption}",
                           tags=(f"title{i}",))
             y += 20
             for name, prob in face.scores.items():

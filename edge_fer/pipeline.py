@@ -55,8 +55,7 @@ class Pipeline:
 
     def tracks(self) -> list[TrackState]:
         """The open tracks with their steady emotion."""
-        labels = self.tracker.labels
-        return [TrackState(t.id, labels[t.label], t.confidence(), t.box) for t in self.tracker.tracks.values()]
+        return [TrackState(t.id, self.tracker.emotion(t), t.confidence(), t.box) for t in self.tracker.tracks.values()]
 
     def close(self) -> None:
         """Release the model."""

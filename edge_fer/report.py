@@ -13,11 +13,16 @@ from typing import Any, Callable, Iterable, TextIO
 from PIL import Image, ImageDraw, ImageFont
 
 from edge_fer.events import utc_iso
-from edge_fer.store import EMOTIONS
+from edge_fer.store import EMOTIONS as MODEL_EMOTIONS
+from edge_fer.types import UNSURE
+
+# Face time of tracks none of whose faces could be judged is its own column, never spread over the others.
+EMOTIONS = (*MODEL_EMOTIONS, UNSURE)
 
 # Colours a reader can tell apart, with the usual associations (happy warm, sad blue, neutral gray).
 COLOURS = {"angry": (214, 39, 40), "disgust": (107, 142, 35), "fear": (148, 103, 189), "happy": (255, 179, 0),
-           "sad": (31, 119, 180), "surprise": (23, 190, 207), "neutral": (160, 160, 160)}
+           "sad": (31, 119, 180), "surprise": (23, 190, 207), "neutral": (160, 160, 160),
+           UNSURE: (90, 90, 90)}
 TICK_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080, 43200)
 REPORT_COLUMNS = ("device", "run_id", "type", "track_id", "emotion", "ts", "frame_ts")
 

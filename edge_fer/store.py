@@ -12,6 +12,7 @@ from typing import Any, Iterator, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edge_fer.errors import EXIT_INPUT, EdgeFerError
+from edge_fer.types import UNSURE
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def event_row(device: str, payload: bytes, received: float) -> EventRow:
         raise MalformedMessage(f"unknown type {kind[:20]!r}")
     emotion = _text(doc, "emotion")
     scores = doc.get("scores")
-    if emotion not in EMOTIONS or not isinstance(scores, dict) or set(scores) != set(EMOTIONS):
+    if emotion not in (*EMOTIONS, UNSURE) or not isinstance(scores, dict) or set(scores) != set(EMOTIONS):
         raise MalformedMessage("emotion or scores are not the seven FER-2013 emotions")
     seq = doc.get("seq")
     track = doc.get("track_id")
@@ -195,7 +196,7 @@ def state_row(device: str, payload: bytes, received: float) -> StateRow:
     if isinstance(faces, bool) or not isinstance(faces, int) or faces < 0:
         raise MalformedMessage("faces is not a count")
     dominant = doc.get("dominant_emotion")
-    if dominant is not None and dominant not in EMOTIONS:
+    if dominant is not None and dominant not in (*EMOTIONS, UNSURE):
         raise MalformedMessage("dominant_emotion is not an emotion")
     return StateRow(device, _text(doc, "run_id", ""), _time(doc, "ts"), received, faces, dominant,
                     _text(doc, "camera", ""), _number(doc, "fps"))

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_fer.config import TrackingConfig
-from edge_fer.types import SAME_FACE_OVERLAP, Box, Face, Landmarks, TrackEvent, iou, overlap_of_smaller
+from edge_fer.types import SAME_FACE_OVERLAP, UNSURE, Box, Face, Landmarks, TrackEvent, iou, overlap_of_smaller
+
+NOT_JUDGED = -1  # the label of a track none of whose faces could be judged yet
 
 
 @dataclass
 class Track:
-    """One face followed over time."""
+    """One face followed over time; its label is NOT_JUDGED until a face of it is judged, then kept through faces
+    that are not."""
 
     id: int
     box: Box
@@ -28,8 +31,8 @@ class Track:
     detector_score: float | None = None
 
     def confidence(self) -> float:
-        """Smoothed probability of the current label."""
-        return float(self.scores[self.label])
+        """Smoothed probability of the current label (of the top score while not judged)."""
+        return float(self.scores.max() if self.label == NOT_JUDGED else self.scores[self.label])
 
 
 class Tracker:
@@ -42,9 +45,13 @@ class Tracker:
         self.assigned: list[int] = []  # the track id of each face of the latest update, in the faces' order
         self._next_id = 1
 
+    def emotion(self, t: Track) -> str:
+        """The track's steady emotion, UNSURE while none of its faces could be judged."""
+        return UNSURE if t.label == NOT_JUDGED else self.labels[t.label]
+
     def _event(self, kind: str, t: Track) -> TrackEvent:
         # A track's duration is the time its face was seen: an end does not count the grace after it.
-        return TrackEvent(kind, t.id, self.labels[t.label], t.confidence(),
+        return TrackEvent(kind, t.id, self.emotion(t), t.confidence(),
                           {k: float(v) for k, v in zip(self.labels, t.scores)}, t.box, t.last_seen - t.started,
                           t.landmarks, t.detector_score)
 
@@ -96,14 +103,24 @@ class Tracker:
         self.assigned = []
         for i, face in enumerate(faces):
             scores = np.array([face.scores[k] for k in self.labels], np.float64)
+            judged = face.unsure is None
             if i in matched:
                 t = self.tracks[matched[i]]
                 t.box, t.landmarks, t.detector_score = face.box, face.landmarks, face.detector_score
-                change = self._smooth(t, scores, now)
-                if change:
-                    events.append(change)
+                if not judged:
+                    # A face that cannot be judged says nothing about the emotion: the track keeps what it has.
+                    t.last_seen = now
+                    t.seen_frames += 1
+                elif t.label == NOT_JUDGED:
+                    t.scores, t.label, t.last_seen = scores, int(np.argmax(scores)), now
+                    t.seen_frames += 1
+                    events.append(self._event("change", t))
+                else:
+                    change = self._smooth(t, scores, now)
+                    if change:
+                        events.append(change)
             else:
-                t = Track(self._next_id, face.box, scores, int(np.argmax(scores)), now, now,
+                t = Track(self._next_id, face.box, scores, int(np.argmax(scores)) if judged else NOT_JUDGED, now, now,
                           landmarks=face.landmarks, detector_score=face.detector_score)
                 self._next_id += 1
                 self.tracks[t.id] = t

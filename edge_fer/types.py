@@ -14,6 +14,8 @@ Point = tuple[float, float]
 # YuNet's five points, in this order: right eye, left eye, nose tip, right and left mouth corner
 # ("right" is the person's right, on the left of the picture).
 Landmarks = tuple[Point, Point, Point, Point, Point]
+# The emotion of a face the classifier should not label (edge_fer/judge.py says which); its scores stay.
+UNSURE = "unsure"
 # Two boxes covering this much of the smaller one are one face (Haar groups overlapping windows loosely).
 SAME_FACE_OVERLAP = 0.5
 
@@ -29,7 +31,8 @@ class Detection:
 
 @dataclass(frozen=True)
 class Face:
-    """One classified face: its box, top emotion and that emotion's probability, all scores, and its detection."""
+    """One classified face: its box, emotion (UNSURE where it is not judged) and the top score, all scores, its
+    detection, and why it is not judged (None where it is)."""
 
     box: Box
     emotion: str
@@ -37,12 +40,24 @@ class Face:
     scores: dict[str, float] = field(default_factory=dict)
     landmarks: Landmarks | None = None
     detector_score: float | None = None
+    unsure: str | None = None
+
+    @property
+    def caption(self) -> str:
+        """How a view names the face: its emotion and confidence, or why it is not judged."""
+        return f"{UNSURE} ({self.unsure})" if self.unsure else f"{self.emotion} {self.confidence:.0%}"
+
+    @property
+    def guess(self) -> str:
+        """The top-scoring emotion, judged or not."""
+        return max(self.scores, key=self.scores.__getitem__) if self.scores else self.emotion
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"box": [int(v) for v in self.box], "emotion": self.emotion,
                 "confidence": round(self.confidence, 4),
                 "scores": {k: round(v, 4) for k, v in self.scores.items()},
+                "unsure": self.unsure,
                 "landmarks": landmarks_list(self.landmarks),
                 "detector_score": None if self.detector_score is None else round(self.detector_score, 4)}
 

@@ -13,7 +13,7 @@ import pytest
 from edge_fer.config import MqttConfig
 from edge_fer.events import (NO_FACE, EventFactory, discovery_config, discovery_topic, ha_id,
                              legacy_discovery_topics)
-from edge_fer.types import TrackEvent, TrackState
+from edge_fer.types import UNSURE, TrackEvent, TrackState
 from tests.broker import Broker, Subscriber, until
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -80,7 +80,7 @@ def test_discovery_payload_is_what_home_assistant_requires() -> None:
     check_device_discovery(discovery_topic("homeassistant", "shop door/1"), doc)
     comps = doc["components"]
     assert set(comps) == {"emotion", "faces", "confidence"}
-    assert comps["emotion"]["options"] == [*LABELS, NO_FACE]
+    assert comps["emotion"]["options"] == [*LABELS, UNSURE, NO_FACE]
     assert comps["faces"]["state_class"] == comps["confidence"]["state_class"] == "measurement"
     assert doc["origin"] == {"name": "edge-fer", "sw_version": doc["device"]["sw_version"],
                              "support_url": "https://example.org/help"}
@@ -98,6 +98,8 @@ def test_templates_give_each_state_a_valid_value_and_no_face_clears_the_emotion(
     none = {"faces": 0, "dominant_emotion": None, "dominant_confidence": None}
     assert render(comps["emotion"]["value_template"], face) == "happy"
     assert render(comps["emotion"]["value_template"], none) == NO_FACE
+    unsure = {"faces": 1, "dominant_emotion": UNSURE, "dominant_confidence": 0.31}
+    assert render(comps["emotion"]["value_template"], unsure) in comps["emotion"]["options"]
     assert render(comps["faces"]["value_template"], none) == "0"
     assert float(render(comps["confidence"]["value_template"], face)) == pytest.approx(87.3)
     assert render(comps["confidence"]["value_template"], none) == "None"  # unknown, not the last value

@@ -81,8 +81,28 @@ def near(pixels: np.ndarray, bgr: tuple[int, int, int], tol: int = 40) -> np.nda
     return np.all(np.abs(pixels.astype(int) - np.array(bgr)) <= tol, axis=-1)
 
 
+def left_edge(shot: np.ndarray, overlay, face) -> np.ndarray:
+    """The screenshot's pixels around the middle of the face box's left edge."""
+    x, y, _w, h = face.box
+    ox, oy = overlay.offset
+    s = overlay.scale
+    left, middle = int(ox + x * s), int(oy + (y + h / 2) * s)
+    return shot[middle - 5: middle + 5, left - 2: left + 3]
+
+
 @pytest.fixture
 def window(xvfb, tmp_path: Path, face_video: Path):
+    yield from open_window(tmp_path, face_video)
+
+
+@pytest.fixture
+def unsure_window(xvfb, tmp_path: Path, face_video: Path):
+    # No calibrated score reaches 0.999: every face is shown as not judged.
+    yield from open_window(tmp_path, face_video, "unsure.min_confidence=0.999")
+
+
+def open_window(tmp_path: Path, face_video: Path, *overrides: str):
+    """The window on the face video, with the camera not yet started; closed after the test."""
     import tkinter as tk
 
     from edge_fer.analyze import Analyzer
@@ -90,7 +110,7 @@ def window(xvfb, tmp_path: Path, face_video: Path):
     from edge_fer.service import Service, WindowHost
 
     cfg = load(None, [f"camera.source={face_video}", "camera.loop=true", "mqtt.enabled=false",
-                      f"display.save_dir={tmp_path / 'saved'}"])
+                      f"display.save_dir={tmp_path / 'saved'}", *overrides])
     service = Service(cfg, None, [])
     pipeline = service.pipeline
     root = tk.Tk()
@@ -109,13 +129,10 @@ def test_live_frames_draw_boxes_and_score_bars_where_the_results_say(window, xvf
     pump(overlay.root, lambda: False, 0.3)
     face = overlay.faces[0]
     shot = grab(xvfb, overlay.video)
-    x, y, w, h = face.box
     ox, oy = overlay.offset
     s = overlay.scale
     # The box's left edge, in screen pixels, is drawn in the emotion's colour.
-    left = int(ox + x * s)
-    column = shot[int(oy + (y + h / 2) * s) - 5: int(oy + (y + h / 2) * s) + 5, left - 2: left + 3]
-    assert near(column, color_of(face.emotion)).any(), "no box edge where the result puts the face"
+    assert near(left_edge(shot, overlay, face), color_of(face.emotion)).any(), "no box edge where the face is"
     # Away from the face the frame is the plain gray background.
     assert near(shot[int(oy + 20 * s), int(ox + 20 * s)][None], (128, 128, 128), 10).all()
     # The panel's bar for the top emotion is drawn at its coordinates, as long as its probability says.
@@ -124,6 +141,19 @@ def test_live_frames_draw_boxes_and_score_bars_where_the_results_say(window, xvf
     assert near(panel[y0 + 3: y1 - 3, x0 + 1: x1 - 1], color_of(face.emotion)).mean() > 0.8
     assert abs((x1 - x0) - (260 - 90) * face.confidence) <= 2
     assert "fps" in overlay.status.cget("text")
+
+
+def test_a_face_not_judged_is_shown_unsure_with_its_reason_and_its_scores(unsure_window, xvfb) -> None:
+    overlay, _pipeline = unsure_window
+    overlay.toggle_camera()
+    assert pump(overlay.root, lambda: len(overlay.faces) == 1, 30), "no face shown from the video"
+    face = overlay.faces[0]
+    assert (face.emotion, face.unsure) == ("unsure", "uncertain")
+    assert overlay.panel.itemcget("title0", "text").endswith("unsure (uncertain)")
+    # Its box is drawn in the gray of faces not judged, and the bars still show every score.
+    edge = left_edge(grab(xvfb, overlay.video), overlay, face)
+    assert near(edge, color_of("unsure"), 8).any()  # the frame around it is 128 gray
+    assert len(overlay.panel.find_withtag("bar0")) == 7
 
 
 def test_snapshot_record_and_keys_write_files(window, xvfb, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_fer.cli import main
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE
 from edge_fer.store import EMOTIONS, SCHEMA_VERSION, MalformedMessage, event_row, open_store, state_row
-from tests.broker import Broker, until
+from tests.broker import Broker, Subscriber, until
 from tests.conftest import ROOT
 from tests.postgres import PASSWORD, db, postgres_server, postgres_url, started_server  # noqa: F401  (fixtures)
 from tests.test_daemon import _blinking_video, finish, start_daemon, write_config
@@ -347,3 +347,32 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     code, _, err = run("report", "--db", str(db))
     assert code == EXIT_INPUT and f"schema version {SCHEMA_VERSION + 1} is newer" in err
+
+
+def test_faces_not_judged_travel_as_unsure_to_the_broker_the_recorder_and_the_report(
+        tmp_path: Path, broker: Broker, face_video: Path) -> None:
+    db = str(tmp_path / "e.db")
+    rec = Recorder(tmp_path, db, broker.port)
+    sub = Subscriber(broker.port)
+    try:
+        # No calibrated score reaches 0.999: every face is found and tracked, none is labelled.
+        config = write_config(tmp_path / "c.yaml", face_video, broker.port, unsure={"min_confidence": 0.999})
+        code, err = finish(start_daemon(config), 60)
+        assert code == 0, err
+        assert until(lambda: len(seqs(db)) >= 2, 20), seqs(db)
+        rec.stop()
+    finally:
+        sub.close()
+    events = [m.json() for m in sub.on("edge_fer/testcam/events")]
+    assert [(e["type"], e["emotion"]) for e in events] == [("start", "unsure"), ("end", "unsure")]
+    assert all(len(e["scores"]) == 7 and e["confidence"] == max(e["scores"].values()) for e in events)
+    states = [m.json() for m in sub.on("edge_fer/testcam/state")]
+    assert any(s["faces"] == 1 and s["dominant_emotion"] == "unsure" for s in states)
+    discovery = sub.on("homeassistant/device/edge_fer_testcam/config")[0].json()
+    assert "unsure" in discovery["components"]["emotion"]["options"]
+    with open_store(db, create=False) as store:
+        assert [e for (e,) in store.events(columns=("emotion",))] == ["unsure", "unsure"]
+    out, err_out = io.StringIO(), io.StringIO()
+    assert main(["report", "--db", db], out=out, err=err_out) == EXIT_OK, err_out.getvalue()
+    line = next(row for row in out.getvalue().splitlines() if row.startswith("testcam"))
+    assert line.split()[-1] == "100.0%"  # all of the face time is in the unsure column

@@ -46,6 +46,17 @@ def run(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def test_face_time_not_judged_is_its_own_column(tmp_path: Path, db: str) -> None:
+    # A track starts unsure (its face too small to judge), is judged happy after 10 s, and ends 20 s later.
+    fill(db, [event(1, emotion="unsure", ts=DAY + "09:00:00Z"), event(2, kind="change", ts=DAY + "09:00:10Z"),
+              event(3, kind="end", ts=DAY + "09:00:30Z")])
+    target = tmp_path / "report.csv"
+    code, out, err = run("report", "--db", db, "--out", str(target))
+    assert code == EXIT_OK, err
+    (row,) = list(csv.DictReader(target.open()))
+    assert (row["unsure"], row["happy"], row["face_seconds"]) == ("0.3333", "0.6667", "30.00")
+
+
 def test_csv_timeline_and_totals(tmp_path: Path, db: str) -> None:
     fill(db, scenario())
     target = tmp_path / "report.csv"
@@ -62,8 +73,9 @@ def test_csv_timeline_and_totals(tmp_path: Path, db: str) -> None:
     assert got[("cam1", "09:02")]["faces"] == "0.000"
     assert (got[("cam2", "09:02")]["face_seconds"], got[("cam2", "09:02")]["surprise"]) == ("20.00", "1.0000")
     cam1 = next(line for line in out.splitlines() if line.startswith("cam1"))
-    # events, tracks, face-minutes, then angry..neutral shares of 105 face-seconds
-    assert cam1.split() == ["cam1", "5", "2", "1.8", "0.0%", "0.0%", "0.0%", "28.6%", "57.1%", "0.0%", "14.3%"]
+    # events, tracks, face-minutes, then angry..neutral and unsure shares of 105 face-seconds
+    assert cam1.split() == ["cam1", "5", "2", "1.8", "0.0%", "0.0%", "0.0%", "28.6%", "57.1%", "0.0%", "14.3%",
+                            "0.0%"]
     assert "(+1 photo results)" in next(line for line in out.splitlines() if line.startswith("cam2"))
     assert f"wrote {target}" in out
 

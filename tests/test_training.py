@@ -94,7 +94,7 @@ def test_smoke_run_trains_resumes_exports_and_evaluates(small_csv: Path, tmp_pat
 
     run = tmp_path / "run"
     common = ["--data", str(small_csv), "--run-dir", str(run), "--arch", "edge-small", "--epochs", "2",
-              "--batch-size", "32", "--precision", "float32", "--mixup", "0.2"]
+              "--batch-size", "32", "--precision", "float32", "--mixup", "0.2", "--augment", "runtime"]
     # A zero time budget stops after the first epoch, as the end of a session would.
     assert train.main(common + ["--time-budget", "0"]) == 1
     state = json.loads((run / "state.json").read_text())
@@ -201,18 +201,48 @@ def test_ferplus_votes_mix_into_the_targets(tmp_path: Path) -> None:
     votes.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
                      "Training,fer0.png,0,10,0,0,0,0,0,0,0,0\n"
                      "Training,fer1.png,5,0,0,5,0,0,0,0,0,0\n"
-                     "Training,,0,0,0,0,0,0,0,0,0,10\n")
+                     "Training,,3,0,0,0,0,0,0,0,0,7\n"
+                     "Training,fer3.png,0,0,0,0,0,0,0,2,8,0\n")
     dist = data.read_ferplus(votes)
-    assert dist.shape == (3, 7) and np.isnan(dist[2]).all()
+    # A row FER+ dropped (no image name) and one with no vote among the seven have no distribution.
+    assert dist.shape == (4, 7) and np.isnan(dist[2]).all() and np.isnan(dist[3]).all()
     assert dist[1][data.LABELS.index("neutral")] == 0.5 and dist[1][data.LABELS.index("sad")] == 0.5
-    split = data.Split(np.zeros((3, 48, 48), np.uint8), np.array([3, 6, 0]), np.array([0, 1, 2]))
+    split = data.Split(np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48), np.uint8),
+                       np.array([3, 6, 0, 1]), np.array([0, 1, 2, 3]))
     args = argparse.Namespace(ferplus=votes, ferplus_weight=0.5)
-    t = soft_targets(split, args)
+    kept, t = soft_targets(split, args)
+    # The faces without votes are left out, images and labels alike.
+    assert kept.rows.tolist() == [0, 1] and kept.x[1, 0, 0] == 1 and kept.y.tolist() == [3, 6]
     assert np.allclose(t.sum(axis=1), 1)
     assert t[0][3] == 1.0  # FER+ agrees: all on happy
     assert t[1][6] == 0.75 and t[1][4] == 0.25  # half the label, half the votes
-    assert t[2][0] == 1.0  # no usable votes: the FER-2013 label alone
-    assert np.array_equal(soft_targets(split, argparse.Namespace(ferplus=None)), np.eye(7)[[3, 6, 0]])
+    kept, t = soft_targets(split, argparse.Namespace(ferplus=None))
+    assert len(kept) == 4 and np.array_equal(t, np.eye(7)[[3, 6, 0, 1]])
+
+
+def test_ferplus_majority_leaves_out_ties_and_other_majorities(tmp_path: Path) -> None:
+    votes = tmp_path / "fer2013new.csv"
+    votes.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+                     "PublicTest,a.png,2,6,0,0,0,0,0,0,2,0\n"  # happy
+                     "PublicTest,b.png,4,0,0,4,0,0,0,0,2,0\n"  # a tie
+                     "PublicTest,c.png,1,0,0,0,0,0,0,6,3,0\n"  # contempt
+                     "PublicTest,d.png,3,0,0,0,0,0,0,0,0,7\n"  # not a face
+                     "PublicTest,,9,0,0,0,0,0,0,0,0,1\n"  # dropped by FER+
+                     "PublicTest,f.png,0,0,0,0,3,2,0,0,0,0\n")  # anger
+    assert data.ferplus_majority(votes).tolist() == [3, -1, -1, -1, -1, 0]
+
+
+def test_class_weights_balance_the_prior_the_targets_bring() -> None:
+    from training.train import class_weights
+
+    onehot = np.eye(7, dtype=np.float32)[[0, 0, 0, 1]]
+    w = class_weights(onehot, 1.0)
+    # One-hot targets: each sample its class's (1/frequency)^p, mean 1.
+    assert np.isclose(w.mean(), 1) and np.isclose(w[3] / w[0], 3.0)
+    # Votes that move half of every face to neutral make neutral common: its weight falls, the others' rise.
+    soft = 0.5 * onehot + 0.5 * np.eye(7, dtype=np.float32)[[6, 6, 6, 6]]
+    ws = class_weights(soft, 1.0)
+    assert np.isclose(ws.mean(), 1) and ws[3] / ws[0] > 1.5
 
 
 def test_real_ferplus_file_lines_up_with_fer2013() -> None:
@@ -261,3 +291,41 @@ def test_out_of_range_numbers_are_refused_by_name_with_status_2(bad: list[str], 
     err = capsys.readouterr().err
     assert f"argument {bad[0]}" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@needs_tensorflow
+def test_runtime_augmentation_degrades_faces_as_cameras_do_and_keeps_their_range() -> None:
+    import dataclasses
+
+    import tensorflow as tf
+
+    from training.augment import RUNTIME, AugmentConfig, augment_batch
+
+    tf.random.set_seed(5)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0, 255, (64, 48, 48, 1)).astype(np.float32))
+    out = augment_batch(x, RUNTIME).numpy()
+    assert out.shape == (64, 48, 48, 1) and out.min() >= 0 and out.max() <= 255.001
+    # Each degradation alone, on every face, does what its name says.
+    only = dict(rotate_deg=0.0, zoom=0.0, shift=0.0, brightness=0.0, contrast=0.0, erase_prob=0.0)
+    lap = lambda v: float(np.mean([cv2.Laplacian(f[..., 0], cv2.CV_32F).var() for f in v]))  # noqa: E731
+    flat = np.ones((8, 48, 48, 1), np.float32)
+    for name, check in (("lowres_prob", lambda o: lap(o) < 0.5 * lap(x.numpy())),
+                        ("blur_prob", lambda o: lap(o) < 0.5 * lap(x.numpy())),
+                        ("noise_prob", lambda o: lap(o) > lap(x.numpy()))):
+        cfg = dataclasses.replace(AugmentConfig(**only), **{name: 1.0})
+        assert check(augment_batch(x, cfg).numpy()), name
+    dark = augment_batch(tf.constant(flat * 128), dataclasses.replace(AugmentConfig(**only), gamma_prob=1.0,
+                                                                       gamma=(2.0, 2.0))).numpy()
+    assert np.allclose(dark, 255 * (128 / 255) ** 2, atol=0.5)
+    squeezed = augment_batch(x, dataclasses.replace(AugmentConfig(**only), flat_prob=1.0)).numpy()
+    ratio = squeezed.std(axis=(1, 2, 3)) / x.numpy().std(axis=(1, 2, 3))
+    assert (ratio > 0.29).all() and (ratio < 0.71).all()
+    jpeg = augment_batch(x, dataclasses.replace(AugmentConfig(**only), jpeg_prob=1.0)).numpy()
+    assert not np.allclose(jpeg, x.numpy(), atol=2) and np.allclose(jpeg.mean(), x.numpy().mean(), atol=4)
+    # Yaw: a vertical bar at the centre stays where it is, and one side of a grid shrinks against the other.
+    bar = np.zeros((1, 48, 48, 1), np.float32)
+    bar[:, :, 23:25] = 255
+    turned = augment_batch(tf.constant(np.repeat(bar, 16, 0)),
+                           dataclasses.replace(AugmentConfig(**only), yaw=0.3)).numpy()
+    assert (turned[:, 24, 22:26, 0].max(axis=1) > 200).all()

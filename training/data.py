@@ -155,19 +155,42 @@ def load(source: str | Path, cache_dir: Path | None = DEFAULT_CACHE) -> dict[str
 FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 
 
-def read_ferplus(path: Path) -> np.ndarray:
-    """FER+ votes as a (rows, 7) distribution in LABELS order, one row per fer2013.csv row; NaN where no vote counts."""
+def read_ferplus_votes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ votes (rows, 7) in LABELS order and the votes for everything else (contempt, unknown, not-a-face)."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader)]
         try:
             cols = [header.index(name) for name in FERPLUS_COLUMNS]
+            name_col = header.index("Image name")
         except ValueError:
             raise ValueError(f"{path}: header {header} lacks the FER+ vote columns") from None
-        votes = np.array([[float(rec[c] or 0) for c in cols] for rec in reader], np.float64)
+        other = [i for i in range(len(header)) if i not in cols and i > name_col]
+        rows = [(rec[name_col].strip(), [float(rec[c] or 0) for c in cols], sum(float(rec[c] or 0) for c in other))
+                for rec in reader]
+    votes = np.array([v for _, v, _ in rows], np.float64)
+    # A row FER+ dropped (no image name) counts as having no vote for anything.
+    dropped = np.array([not name for name, _, _ in rows])
+    votes[dropped] = 0
+    rest = np.where(dropped, 0.0, np.array([o for _, _, o in rows], np.float64))
+    return votes, rest
+
+
+def read_ferplus(path: Path) -> np.ndarray:
+    """FER+ votes as a (rows, 7) distribution in LABELS order, one row per fer2013.csv row; NaN where no vote counts."""
+    votes, _ = read_ferplus_votes(path)
     total = votes.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, votes / total, np.nan).astype(np.float32)
+
+
+def ferplus_majority(path: Path) -> np.ndarray:
+    """The FER+ majority label of each row in LABELS order; -1 where it is contempt, unknown, not-a-face or a tie."""
+    votes, rest = read_ferplus_votes(path)
+    best = votes.max(axis=1)
+    top = votes.argmax(axis=1)
+    tie = (votes == best[:, None]).sum(axis=1) > 1
+    return np.where((best > 0) & ~tie & (best > rest), top, -1).astype(np.int64)
 
 
 def counts_table(splits: dict[str, Split]) -> str:

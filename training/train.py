@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ferplus", type=Path, default=None, help="fer2013new.csv: mix FER+ vote distributions into the targets")
     p.add_argument("--ferplus-weight", type=float, default=0.5,
                    help="with --ferplus: target = (1 - w) * FER-2013 label + w * FER+ votes")
+    p.add_argument("--augment", choices=("basic", "runtime"), default="basic",
+                   help="basic: flip, affine, brightness/contrast, erasing; runtime: also small, blurred, noisy, "
+                        "dark, flat, JPEG and turned faces as cameras deliver them")
     p.add_argument("--mixup", type=_non_negative, default=0.0, metavar="ALPHA",
                    help="mix each training face with another of its batch, share ~ Beta(ALPHA, ALPHA); 0 turns it off")
     p.add_argument("--seed", type=int, default=1)
@@ -64,40 +67,50 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def class_weights(y: np.ndarray, power: float) -> np.ndarray:
-    """Per-class weights (1/freq)^power, normalised to mean 1 over the samples."""
-    freq = np.bincount(y, minlength=len(data.LABELS)).astype(np.float64)
-    w = (freq.sum() / np.maximum(freq, 1)) ** power
-    return (w / (w[y].mean())).astype(np.float32)
+def class_weights(targets: np.ndarray, power: float) -> np.ndarray:
+    """Per-sample weights from per-class (1/prior)^power, normalised to mean 1 over the samples.
+
+    The prior is that of the targets themselves, so FER+ votes (which move mass to neutral) are balanced for
+    what they bring; with one-hot targets it is the class frequency and each sample gets its class's weight.
+    """
+    prior = targets.mean(axis=0).astype(np.float64)
+    w = (1.0 / np.maximum(prior, 1e-6)) ** power
+    per_sample = targets @ w
+    return (per_sample / per_sample.mean()).astype(np.float32)
 
 
-def soft_targets(train: data.Split, args: argparse.Namespace) -> np.ndarray:
-    """One-hot FER-2013 labels, mixed with FER+ vote distributions where --ferplus is given and has votes."""
+def soft_targets(train: data.Split, args: argparse.Namespace) -> tuple[data.Split, np.ndarray]:
+    """The training faces and their targets: one-hot FER-2013 labels, or with --ferplus mixed with FER+ vote
+    distributions, leaving out the faces FER+ dropped or gave no vote among the seven."""
     onehot = np.eye(len(data.LABELS), dtype=np.float32)[train.y]
     if args.ferplus is None:
-        return onehot
+        return train, onehot
     all_votes = data.read_ferplus(args.ferplus)
     if train.rows.min() < 0 or train.rows.max() >= len(all_votes):
         raise ValueError(f"{args.ferplus}: its rows do not line up with the data (FER+ needs the fer2013.csv form)")
     votes = all_votes[train.rows]
+    keep = ~np.isnan(votes).any(axis=1)
     mixed = (1 - args.ferplus_weight) * onehot + args.ferplus_weight * votes
-    return np.where(np.isnan(votes).any(axis=1, keepdims=True), onehot, mixed).astype(np.float32)
+    log.info("--ferplus: %d of %d training faces kept (FER+ dropped or gave no vote to the rest)",
+             int(keep.sum()), len(keep))
+    return data.Split(train.x[keep], train.y[keep], train.rows[keep]), mixed[keep].astype(np.float32)
 
 
 def make_datasets(splits: dict[str, data.Split], args: argparse.Namespace):
     import tensorflow as tf
 
-    from training.augment import augment_batch, mixup
+    from training.augment import PRESETS, augment_batch, mixup
 
     train, val = splits["Training"], splits["PublicTest"]
     if args.limit:
         train, val = train.take(args.limit), val.take(args.limit)
     n_cls = len(data.LABELS)
-    targets = soft_targets(train, args)
-    sample_weights = class_weights(train.y, args.class_weight_power)[train.y]
+    train, targets = soft_targets(train, args)
+    sample_weights = class_weights(targets, args.class_weight_power)
+    augment = PRESETS[args.augment]
 
     def to_train(x, t, w):
-        x = augment_batch(tf.cast(x[..., None], tf.float32))
+        x = augment_batch(tf.cast(x[..., None], tf.float32), augment)
         return mixup(x, t, w, args.mixup) if args.mixup > 0 else (x, t, w)
 
     ds_train = (tf.data.Dataset.from_tensor_slices((train.x, targets, sample_weights))
