@@ -1,4 +1,4 @@
-"""The daemon around the pipeline: capture, publishing, state messages, figures and systemd notification."""
+"""The daemon around the pipeline: capture, publishing, state messages, figures, watchdog pings and STATUS lines."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_fer.analyze import Analyzer
@@ -42,11 +43,13 @@ class Stats:
 class Daemon:
     """Runs the pipeline until `stop` is set (by a signal, the window, or the end of a video file)."""
 
-    def __init__(self, cfg: Config, stop: threading.Event, analyzer: Analyzer | None = None) -> None:
+    def __init__(self, cfg: Config, stop: threading.Event, notifier: Notifier, on_ready: Callable[[str], object],
+                 analyzer: Analyzer | None = None) -> None:
         self.cfg = cfg
         self.stop = stop
         self.pipeline = Pipeline(cfg, analyzer)
-        self.notifier = Notifier()
+        self.notifier = notifier  # watchdog pings and STATUS lines only: the process's life is its owner's to tell
+        self.on_ready = on_ready  # the first frame: the owner says READY=1, at start-up and after a reload
         self.events = EventFactory(cfg.mqtt.device_id)
         self.stats = Stats()
         self.latest: Live | None = None
@@ -105,14 +108,13 @@ class Daemon:
             self.latest = Live(result, self.stats.fps, capture.dropped, capture.state)
             if not self._ready:
                 self._ready = True
-                self.notifier.ready(f"first frame processed from {self.cfg.camera.source}")
+                self.on_ready(f"first frame processed from {self.cfg.camera.source}")
                 log.info("first frame processed (%dx%d)", *result.frame_size)
             self._maybe_state(capture, publisher, now, bool(events) or capture.state != camera_was)
             camera_was = capture.state
 
     def shutdown(self, capture: Capture, publisher: Publisher) -> None:
         """Stop in order: capture, then the pipeline's open tracks, then MQTT (offline before disconnect)."""
-        self.notifier.stopping()
         capture.close()
         self._send(publisher, self.pipeline.end_tracks(time.monotonic()))
         self._maybe_state(capture, publisher, time.monotonic(), True)

@@ -1,4 +1,4 @@
-"""systemd's notify protocol: datagrams to $NOTIFY_SOCKET (READY, WATCHDOG, STATUS, STOPPING)."""
+"""systemd's notify protocol: datagrams to $NOTIFY_SOCKET (READY, RELOADING, WATCHDOG, STATUS, STOPPING)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ class Notifier:
         """Tell systemd start-up is complete."""
         return self.send("READY=1", *([f"STATUS={status}"] if status else []))
 
+    def reloading(self) -> bool:
+        """Tell systemd a reload has begun; the next READY=1 ends it."""
+        # systemd 253+ takes RELOADING=1 only with the time it was sent, to match it to the reload it asked for.
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
+
     def watchdog(self, now: float | None = None) -> bool:
         """Ping the watchdog, at most once per interval."""
         now = time.monotonic() if now is None else now
@@ -58,7 +64,7 @@ class Notifier:
         return self.send(f"STATUS={text}")
 
     def stopping(self) -> bool:
-        """Tell systemd shutdown has begun."""
+        """Tell systemd shutdown has begun (the process is leaving: never on a reload)."""
         return self.send("STOPPING=1")
 
     def close(self) -> None:

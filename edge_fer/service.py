@@ -1,5 +1,5 @@
-"""The process's life: one stop event with its reason, every signal in one place, the grace timeout, the
-pipeline's error; the same for the headless daemon, --display and --gui."""
+"""The process's life: one stop event with its reason, every signal in one place, what systemd hears of it, the
+grace timeout, the pipeline's error; the same for the headless daemon, --display and --gui."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from edge_fer.capture import check_source
 from edge_fer.config import Config, load
 from edge_fer.daemon import Daemon
 from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
+from edge_fer.sdnotify import Notifier
 from edge_fer.types import Face, Live
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,11 @@ SIGNALS = {signal.SIGTERM: StopReason.TERMINATE, signal.SIGINT: StopReason.INTER
 class PipelineThread:
     """A daemon on its own thread that can be started and stopped (the window's camera)."""
 
-    def __init__(self, cfg: Config, on_end: Callable[[StopReason], None] | None = None) -> None:
+    def __init__(self, cfg: Config, notifier: Notifier, on_ready: Callable[[str], object],
+                 on_end: Callable[[StopReason], None] | None = None) -> None:
         self.cfg = cfg
+        self._notifier = notifier
+        self._on_ready = on_ready
         self._on_end = on_end
         self._daemon: Daemon | None = None
         self._thread: threading.Thread | None = None
@@ -81,7 +85,7 @@ class PipelineThread:
 
         def run() -> None:
             try:
-                self._daemon = Daemon(self.cfg, stop, analyzer)
+                self._daemon = Daemon(self.cfg, stop, self._notifier, self._on_ready, analyzer)
                 self._daemon.run()
             except EdgeFerError as e:
                 self.error = e
@@ -145,7 +149,9 @@ class Service:
         self._wake = threading.Event()
         self._reason: StopReason | None = None
         self._lock = threading.Lock()
-        self.pipeline = PipelineThread(cfg, on_end=self.request)
+        # The process's one voice to systemd; a pipeline only pings the watchdog and reports its first frame.
+        self.notifier = Notifier()
+        self.pipeline = PipelineThread(cfg, self.notifier, on_ready=self.notifier.ready, on_end=self.request)
 
     def request(self, reason: StopReason) -> None:
         """Wake the service; a stop is never downgraded to a reload."""
@@ -161,35 +167,43 @@ class Service:
         return reason
 
     @contextmanager
-    def signals(self) -> Iterator[None]:
-        """SIGTERM, SIGINT and SIGHUP wake the service for as long as it runs."""
+    def running(self) -> Iterator[None]:
+        """SIGTERM, SIGINT and SIGHUP wake the service while it runs; systemd hears STOPPING=1 as it leaves."""
         previous = {sig: signal.signal(sig, lambda signum, _frame: self.request(SIGNALS[signum]))
                     for sig in SIGNALS}
         try:
             yield
         finally:
+            # Once, here only: a pipeline also stops on a reload, and STOPPING=1 then would have systemd end the unit.
+            self.notifier.stopping()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _reloaded(self) -> tuple[Config, Analyzer] | None:
-        """The new configuration and its loaded model, or None (logged) when either is bad: then nothing changes."""
+        """The new configuration and its loaded model, or None (logged, READY=1 again) when either is bad."""
+        self.notifier.reloading()
         try:
             cfg = load(self._config_path, self._overrides)
             check_source(cfg.camera)
             analyzer = Analyzer.from_config(cfg)
         except EdgeFerError as e:
-            log.error("reload refused, the running configuration stays: %s", e)
+            refused = f"reload refused, the running configuration stays: {e}"
+            log.error("%s", refused)
+            self.notifier.ready(refused)  # nothing changes and the old pipeline runs on: the reload is over
             return None
         logging.getLogger().setLevel(cfg.logging.level)
         log.info("configuration reloaded from %s", cfg.source_file)
         return cfg, analyzer
 
-    def _restart(self, cfg: Config, analyzer: Analyzer | None) -> bool:
-        """Stop the running pipeline and start one on `cfg`; False when the old one is stuck."""
+    def _restart(self, cfg: Config, analyzer: Analyzer | None, start: bool = True) -> bool:
+        """Stop the pipeline and start one on `cfg` (READY=1 at its first frame); False when the old one is stuck."""
         if not self.stop_pipeline():
             return False
         self.cfg = self.pipeline.cfg = cfg
-        self.pipeline.start(analyzer)
+        if start:
+            self.pipeline.start(analyzer)
+        else:  # the window's camera is off: nothing to wait for
+            self.notifier.ready("configuration reloaded")
         return True
 
     def stop_pipeline(self) -> bool:
@@ -209,7 +223,7 @@ class Service:
 
     def run_headless(self) -> int:
         """Run the daemon until a stop; SIGHUP reloads a valid configuration and leaves a bad one unapplied."""
-        with self.signals():
+        with self.running():
             # The pipeline runs on its own thread so a stuck one cannot keep the process from stopping.
             self.pipeline.start()
             while True:
@@ -239,7 +253,7 @@ class Service:
             root = tk.Tk()
         except tk.TclError as e:
             raise EdgeFerError(f"cannot open the window: {e}") from None
-        with self.signals(), Analyzer.from_config(self.cfg, photos=True) as analyzer:
+        with self.running(), Analyzer.from_config(self.cfg, photos=True) as analyzer:
             host = WindowHost(self, analyzer)
             overlay = Overlay(root, self.cfg, host)
 
@@ -249,10 +263,7 @@ class Service:
                     new = self._reloaded()
                     if new is not None:
                         overlay.cfg = new[0]
-                        if overlay.camera_on:
-                            host.stopped = self._restart(*new)
-                        else:
-                            self.cfg = self.pipeline.cfg = new[0]
+                        host.stopped = self._restart(*new, start=overlay.camera_on)
                 elif reason in (StopReason.SOURCE_ENDED, StopReason.PIPELINE_FAILED) and not camera:
                     # --gui: the camera stops, the window stays and says why.
                     error = self.pipeline.error

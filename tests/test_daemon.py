@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Broker, Subscriber, free_port
+from tests.broker import Broker, Subscriber, free_port, until
 from tests.conftest import ROOT, paste_faces, write_video
+from tests.test_overlay import xvfb  # noqa: F401 (the X display for the window's case)
 
 EVENT_KEYS = {"type", "device", "track_id", "emotion", "confidence", "scores", "box", "frame_size", "ts", "seq"}
 
@@ -25,14 +27,16 @@ pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("
 
 
 class NotifySocket:
-    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET; it notes each sender's PID, as systemd does."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self.pids: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -40,14 +44,25 @@ class NotifySocket:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
             except OSError:
                 continue
+            self.pids += [struct.unpack("3i", cred)[0] for level, kind, cred in ancillary
+                          if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)]
+            self.messages.append(data.decode())
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
+
+
+LIFECYCLE = {"READY=1", "RELOADING=1", "STOPPING=1"}
+
+
+def lifecycle(notify: NotifySocket) -> list[list[str]]:
+    """The datagrams about the process's life (not watchdog pings or STATUS alone), each as its lines."""
+    return [lines for lines in (m.splitlines() for m in list(notify.messages)) if LIFECYCLE & set(lines)]
 
 
 @pytest.fixture
@@ -71,14 +86,19 @@ def write_config(path: Path, source: Path | str, port: int, **extra: dict) -> Pa
     return path
 
 
-def start_daemon(config: Path, notify: NotifySocket | None = None, watchdog_usec: int = 0) -> subprocess.Popen:
+def start_daemon(config: Path, notify: NotifySocket | None = None, watchdog_usec: int = 0,
+                 display: str = "") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "DISPLAY")}
     env["PYTHONPATH"] = str(ROOT)
     if notify:
         env["NOTIFY_SOCKET"] = str(notify.path)
     if watchdog_usec:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
-    return subprocess.Popen([sys.executable, "-m", "edge_fer", "--config", str(config)], env=env,
+    args = ["--config", str(config)]
+    if display:  # the same service with its window on this X display
+        env["DISPLAY"] = display
+        args.append("--display")
+    return subprocess.Popen([sys.executable, "-m", "edge_fer", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -130,7 +150,7 @@ def test_video_to_mqtt_events_state_discovery_and_notify(tmp_path: Path, broker:
     ready = next(i for i, m in enumerate(msgs) if "READY=1" in m)
     assert any(m == "WATCHDOG=1" for m in msgs[ready:])
     assert any(m.startswith("STATUS=") and "fps" in m for m in msgs)
-    assert msgs[-1] == "STOPPING=1" or "STOPPING=1" in msgs
+    assert [lines[0] for lines in lifecycle(notify)] == ["READY=1", "STOPPING=1"]  # the end of the file: once
 
 
 def test_sigterm_ends_open_tracks_before_offline(tmp_path: Path, broker: Broker, clear_faces) -> None:
@@ -471,22 +491,22 @@ def test_sighup_with_a_bad_config_changes_nothing(tmp_path: Path, broker: Broker
     good = config.read_text()
     errlog = tmp_path / "stderr.txt"
     sub = Subscriber(broker.port)
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "DISPLAY")}
-    env["PYTHONPATH"] = str(ROOT)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "DISPLAY")}
+    env.update(PYTHONPATH=str(ROOT), NOTIFY_SOCKET=str(notify.path))
     with open(errlog, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "edge_fer", "--config", str(config)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
     try:
         assert sub.wait_for(lambda s: len(s.on("/events")) >= 1, 30), "no start event"
-        for bad in ("mqtt:\n  device_id: a/b\n", "mqtt:\n  port: eighty\n",
-                    good + "classifier:\n  model: /nonexistent.tflite\n"):
+        assert until(lambda: lifecycle(notify), 10), "no READY=1 at start-up"
+        for i, bad in enumerate(("mqtt:\n  device_id: a/b\n", "mqtt:\n  port: eighty\n",
+                                 good + "classifier:\n  model: /nonexistent.tflite\n")):
             config.write_text(bad)
-            before = errlog.read_text().count("reload refused")
             proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 20
-            while errlog.read_text().count("reload refused") == before and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert errlog.read_text().count("reload refused") == before + 1, errlog.read_text()
+            # A refused reload is over at once: RELOADING=1, then READY=1 (after the refusal is logged).
+            assert until(lambda: len(lifecycle(notify)) == 3 + 2 * i, 20), notify.messages
+        assert errlog.read_text().count("reload refused") == 3, errlog.read_text()
         assert proc.poll() is None
         # Nothing was restarted: one start event, no end, no offline, no second "running".
         assert [m.json()["type"] for m in sub.on("/events")] == ["start"]
@@ -498,9 +518,59 @@ def test_sighup_with_a_bad_config_changes_nothing(tmp_path: Path, broker: Broker
         if proc.poll() is None:
             proc.kill()
         sub.close()
+        notify.close()
     text = errlog.read_text()
     assert "mqtt.device_id" in text and "mqtt.port must be int" in text and "nonexistent.tflite" in text
     assert "Traceback" not in text
+    life = lifecycle(notify)
+    assert [lines[0] for lines in life] == ["READY=1"] + ["RELOADING=1", "READY=1"] * 3 + ["STOPPING=1"]
+    assert all(lines[1].startswith("MONOTONIC_USEC=") for lines in life[1:-1:2])
+    # Each READY=1 says why, for systemctl status.
+    for why, lines in zip(("mqtt.device_id", "mqtt.port must be int", "nonexistent.tflite"), life[2:-1:2]):
+        assert len(lines) == 2 and lines[1].startswith("STATUS=reload refused, the running configuration stays: ")
+        assert why in lines[1], lines
+
+
+@pytest.mark.parametrize("window", [False, True], ids=["headless", "display"])
+def test_sighup_reloads_with_reloading_then_ready_and_stopping_only_at_the_end(
+        tmp_path: Path, broker: Broker, clear_faces, window: bool, request: pytest.FixtureRequest) -> None:
+    if window and shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    happy, _ = paste_faces([clear_faces["happy"][0]], size=180)
+    video = write_video(tmp_path / "loop.avi", [happy] * 15)
+    config = write_config(tmp_path / "c.yaml", video, broker.port, camera={"loop": True})
+    notify = NotifySocket(tmp_path / "notify.sock")
+    sub = Subscriber(broker.port)
+    proc = start_daemon(config, notify, display=request.getfixturevalue("xvfb") if window else "")
+    try:
+        assert until(lambda: lifecycle(notify), 30), "no READY=1 at start-up"
+        assert sub.wait_for(lambda s: len(s.on("edge_fer/testcam/state")) >= 1, 10), "no state before the reload"
+        # A valid change that shows: under its new device id the new pipeline publishes on topics of its own.
+        write_config(config, video, broker.port, camera={"loop": True}, mqtt={"device_id": "testcam2"})
+        sent = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        proc.send_signal(signal.SIGHUP)
+        assert until(lambda: len(lifecycle(notify)) >= 3, 30), notify.messages
+        answered = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        assert sub.wait_for(lambda s: len(s.on("edge_fer/testcam2/state")) >= 2, 20), "no state after the reload"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notify.close()
+        sub.close()
+    assert code == 0, err
+    assert "configuration reloaded" in err and "Traceback" not in err
+    life = lifecycle(notify)
+    # STOPPING=1 on a reload would have systemd stop the unit, deaf to the READY=1 after it: only the exit says it.
+    assert [lines[0] for lines in life] == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], notify.messages
+    assert len(life[1]) == 2 and life[1][1].startswith("MONOTONIC_USEC=")  # one datagram, as systemd 253+ needs
+    assert sent <= int(life[1][1].split("=", 1)[1]) <= answered  # CLOCK_MONOTONIC in microseconds
+    # One process throughout (NotifyAccess=main takes only its PID), and a new run in it after the reload.
+    assert set(notify.pids) == {proc.pid}
+    runs = [{m.json()["run_id"] for m in sub.on(f"edge_fer/{device}/state")} for device in ("testcam", "testcam2")]
+    assert runs[0] and runs[1] and not runs[0] & runs[1]
 
 
 def test_systemd_unit_allows_the_pi_camera_heaps_stops_on_config_errors_and_caps_memory() -> None:

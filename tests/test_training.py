@@ -209,15 +209,27 @@ def test_ferplus_votes_mix_into_the_targets(tmp_path: Path) -> None:
     assert dist[1][data.LABELS.index("neutral")] == 0.5 and dist[1][data.LABELS.index("sad")] == 0.5
     split = data.Split(np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48), np.uint8),
                        np.array([3, 6, 0, 1]), np.array([0, 1, 2, 3]))
-    args = argparse.Namespace(ferplus=votes, ferplus_weight=0.5)
+    args = argparse.Namespace(ferplus=votes, ferplus_weight=0.5, teacher=None)
     kept, t = soft_targets(split, args)
     # The faces without votes are left out, images and labels alike.
     assert kept.rows.tolist() == [0, 1] and kept.x[1, 0, 0] == 1 and kept.y.tolist() == [3, 6]
     assert np.allclose(t.sum(axis=1), 1)
     assert t[0][3] == 1.0  # FER+ agrees: all on happy
     assert t[1][6] == 0.75 and t[1][4] == 0.25  # half the label, half the votes
-    kept, t = soft_targets(split, argparse.Namespace(ferplus=None))
+    kept, t = soft_targets(split, argparse.Namespace(ferplus=None, teacher=None))
     assert len(kept) == 4 and np.array_equal(t, np.eye(7)[[3, 6, 0, 1]])
+    # A teacher's scores, found by FER-2013 row whatever their order in its file, mix in by their weight.
+    teacher = tmp_path / "teacher.npz"
+    scores = np.full((4, 7), 1 / 7, np.float32)
+    scores[3] = np.eye(7)[5]  # row 0's teacher says surprise
+    np.savez(teacher, Training_rows=np.array([3, 2, 1, 0]), Training_probs=scores)
+    kept, t = soft_targets(split, argparse.Namespace(ferplus=votes, ferplus_weight=0.5, teacher=teacher,
+                                                     teacher_weight=0.25))
+    assert kept.rows.tolist() == [0, 1]
+    assert np.isclose(t[0][3], 0.75) and np.isclose(t[0][5], 0.25) and np.allclose(t.sum(axis=1), 1)
+    np.savez(teacher, Training_rows=np.array([1]), Training_probs=scores[:1])
+    with pytest.raises(ValueError, match="no teacher scores for 1 training faces"):
+        soft_targets(split, argparse.Namespace(ferplus=votes, ferplus_weight=0.5, teacher=teacher, teacher_weight=0.5))
 
 
 def test_ferplus_majority_leaves_out_ties_and_other_majorities(tmp_path: Path) -> None:
@@ -329,3 +341,23 @@ def test_runtime_augmentation_degrades_faces_as_cameras_do_and_keeps_their_range
     turned = augment_batch(tf.constant(np.repeat(bar, 16, 0)),
                            dataclasses.replace(AugmentConfig(**only), yaw=0.3)).numpy()
     assert (turned[:, 24, 22:26, 0].max(axis=1) > 200).all()
+
+
+PEER = FER_TARBALL.parent.parent / "peers" / "facial_expression_recognition_mobilefacenet_2022july_int8.onnx"
+
+
+def test_teacher_scores_faces_and_refuses_a_file_that_is_not_the_peer(tmp_path: Path, fer_private) -> None:
+    from training import teacher
+
+    if not PEER.exists():
+        pytest.skip(f"the teacher model is not at {PEER}")
+    faces = fer_private.x[:24]
+    probs = teacher.teacher_scores(PEER, faces)
+    assert probs.shape == (24, 7) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    # Far better than chance against FER-2013's own labels, as its README says of in-the-wild faces.
+    assert np.mean(probs.argmax(axis=1) == fer_private.y[:24]) > 0.3
+    fake = tmp_path / "peer.onnx"
+    fake.write_bytes(PEER.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="is not the peer model's"):
+        teacher.teacher_scores(fake, faces)
+    assert teacher.main(["--peer", str(fake), "--out", str(tmp_path / "t.npz")]) == 2

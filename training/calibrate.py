@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
               "method": "vector scaling" if args.bias else "temperature scaling", "balance_power": args.balance,
               "wild_dev_ece_before": round(top_ece(probs, y), 4), "wild_dev_ece_after": round(top_ece(after, y), 4),
               "wild_dev_ece_held_out": round(top_ece(kept, y), 4),
+              "wild_dev_accuracy_held_out": round(float(np.mean(kept.argmax(axis=1) == y)), 4),
               "wild_dev_balanced_accuracy_held_out": round(balanced(kept, y), 4)}
     meta["calibration"] = result
     side = args.model.with_suffix(".json")

@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ferplus", type=Path, default=None, help="fer2013new.csv: mix FER+ vote distributions into the targets")
     p.add_argument("--ferplus-weight", type=float, default=0.5,
                    help="with --ferplus: target = (1 - w) * FER-2013 label + w * FER+ votes")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="an .npz of a teacher's scores (python -m training.teacher): distil them into the targets")
+    p.add_argument("--teacher-weight", type=float, default=0.5,
+                   help="with --teacher: target = (1 - w) * the label target + w * the teacher's scores")
     p.add_argument("--augment", choices=("basic", "runtime"), default="basic",
                    help="basic: flip, affine, brightness/contrast, erasing; runtime: also small, blurred, noisy, "
                         "dark, flat, JPEG and turned faces as cameras deliver them")
@@ -81,7 +85,23 @@ def class_weights(targets: np.ndarray, power: float) -> np.ndarray:
 
 def soft_targets(train: data.Split, args: argparse.Namespace) -> tuple[data.Split, np.ndarray]:
     """The training faces and their targets: one-hot FER-2013 labels, or with --ferplus mixed with FER+ vote
-    distributions, leaving out the faces FER+ dropped or gave no vote among the seven."""
+    distributions, leaving out the faces FER+ dropped or gave no vote among the seven; with --teacher, mixed
+    again with the teacher's scores."""
+    train, targets = _label_targets(train, args)
+    if args.teacher is None:
+        return train, targets
+    with np.load(args.teacher) as z:
+        rows, probs = z["Training_rows"], z["Training_probs"]
+    where = {int(r): i for i, r in enumerate(rows)}
+    missing = [int(r) for r in train.rows if int(r) not in where]
+    if missing:
+        raise ValueError(f"{args.teacher}: no teacher scores for {len(missing)} training faces (row {missing[0]} first)")
+    teacher = probs[[where[int(r)] for r in train.rows]]
+    return train, ((1 - args.teacher_weight) * targets + args.teacher_weight * teacher).astype(np.float32)
+
+
+def _label_targets(train: data.Split, args: argparse.Namespace) -> tuple[data.Split, np.ndarray]:
+    """The targets from the labels: FER-2013's, mixed with FER+ votes where --ferplus is given."""
     onehot = np.eye(len(data.LABELS), dtype=np.float32)[train.y]
     if args.ferplus is None:
         return train, onehot
@@ -183,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import keras
 
-    problem = weights_problem(args)
+    problem = weights_problem(args) or (f"--teacher {args.teacher}: no such file"
+                                        if args.teacher is not None and not args.teacher.is_file() else None)
     if problem:
         print(problem, file=sys.stderr)
         return 2

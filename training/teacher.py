@@ -1,0 +1,115 @@
+"""Soft targets from a teacher: OpenCV Zoo's RAF-DB MobileFaceNet scores every FER-2013 face, for distillation.
+
+    python -m training.teacher --peer ../shared/peers/facial_expression_recognition_mobilefacenet_2022july_int8.onnx \\
+        --out runs/teacher.npz [--workers 2]
+
+The teacher saw in-the-wild faces (RAF-DB) that FER-2013 lacks; a student trained towards its scores on FER-2013's
+own images learns some of that without any other data set. Each 48x48 face is staged as the framing calibration
+stages it, YuNet finds its five landmarks (the framing's average points where it finds none), and the face is
+warped onto the teacher's 112x112 template, as OpenCV Zoo runs it. Its licence, source and checksum:
+../shared/peers/README.md; the checksum is verified before use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from training import data
+
+PEER_SHA256 = "f0d7093aff10e2638c734c5f18a6a7eabd2b9239b20bdb9b8090865a6f69a1ed"
+# The teacher's 112x112 template (right eye, left eye, nose, right and left mouth corner) and its label order.
+TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+                     [70.7299, 92.2041]], np.float32)
+TEACHER_LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def check_peer(path: Path) -> None:
+    """Refuse a teacher file whose bytes are not the ones its README names."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != PEER_SHA256:
+        raise ValueError(f"{path}: sha256 {digest} is not the peer model's {PEER_SHA256}")
+
+
+def _scores(args: tuple[str, np.ndarray]) -> np.ndarray:
+    """Teacher probabilities (N, 7) in LABELS order for a chunk of 48x48 faces (run in a worker process)."""
+    import cv2
+
+    from edge_fer.align import Framing
+    from edge_fer.config import YunetConfig
+    from edge_fer.detector import YuNetDetector
+    from training.calibrate_framing import PAD, UP, staged
+
+    cv2.setNumThreads(1)
+    peer, faces = args
+    net = cv2.dnn.readNet(peer)
+    detector = YuNetDetector(YunetConfig(), photos=True)
+    # Where a face's landmarks fall on the staged picture when YuNet finds none: the framing's average.
+    fallback = (Framing.load().landmarks * UP + PAD).astype(np.float32)
+    side = 48 * UP + 2 * PAD
+    order = [TEACHER_LABELS.index(name) for name in data.LABELS]
+    out = np.zeros((len(faces), len(data.LABELS)), np.float32)
+    for i, face in enumerate(faces):
+        img = staged(face)
+        found = [d for d in detector.detect(img) if d.landmarks is not None]
+        c = side / 2
+        best = min(found, key=lambda d: abs(d.box[0] + d.box[2] / 2 - c) + abs(d.box[1] + d.box[3] / 2 - c),
+                   default=None)
+        points = np.asarray(best.landmarks, np.float32) if best is not None else fallback
+        m, _ = cv2.estimateAffinePartial2D(points, TEMPLATE, method=cv2.LMEDS)
+        warped = cv2.warpAffine(img, m, (112, 112))
+        rgb = cv2.cvtColor(warped, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+        net.setInput(((rgb - 0.5) / 0.5).transpose(2, 0, 1)[None])
+        logits = net.forward().reshape(-1)
+        e = np.exp(logits - logits.max())
+        out[i] = (e / e.sum())[order]
+    return out
+
+
+def teacher_scores(peer: Path, faces: np.ndarray, workers: int = 1, chunk: int = 500) -> np.ndarray:
+    """Teacher probabilities for every face, computed in `workers` processes."""
+    check_peer(peer)
+    jobs = [(str(peer), faces[i:i + chunk]) for i in range(0, len(faces), chunk)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return np.concatenate(list(pool.map(_scores, jobs)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.train import DEFAULT_DATA
+
+    p = argparse.ArgumentParser(prog="python -m training.teacher", description=__doc__.splitlines()[0])
+    p.add_argument("--peer", type=Path, required=True, help="the OpenCV Zoo MobileFaceNet FER .onnx file")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, required=True, help="an .npz of the teacher's scores per split, by FER-2013 row")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--limit", type=int, default=0, help="only the first N faces of each split (smoke runs)")
+    args = p.parse_args(argv)
+    if not args.peer.is_file():
+        print(f"{args.peer}: no such file", file=sys.stderr)
+        return 2
+    try:
+        check_peer(args.peer)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    splits = data.load(args.data)
+    arrays = {}
+    for name in ("Training", "PublicTest"):
+        split = splits[name].take(args.limit) if args.limit else splits[name]
+        probs = teacher_scores(args.peer, split.x, args.workers)
+        arrays[f"{name}_rows"], arrays[f"{name}_probs"] = split.rows, probs
+        agree = float(np.mean(probs.argmax(1) == split.y))
+        print(f"{name}: {len(split)} faces, teacher agrees with the FER-2013 label on {agree:.1%}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, **arrays)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
