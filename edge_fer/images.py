@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edge_fer.errors import ImageError, WriteError, shown
+
+if TYPE_CHECKING:  # numpy and OpenCV load on first decode or encode: `edge-fer report` writes with write_file
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ def expand_paths(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 def _band_to_rgb(band: Image.Image, gray_top: float | None, span: tuple[float, float] | None) -> np.ndarray:
     """One band of rows in any Pillow mode as 8-bit RGB: 16-bit scaled down, alpha on white, palettes expanded."""
+    import numpy as np
+
     if gray_top is not None or span is not None:
         arr = np.asarray(band, dtype=np.float32)
         if span is not None:
@@ -82,6 +87,8 @@ def _band_to_rgb(band: Image.Image, gray_top: float | None, span: tuple[float, f
 
 def _to_bgr(img: Image.Image) -> np.ndarray:
     """Any Pillow mode to 8-bit BGR, converted a band of rows at a time into one preallocated array."""
+    import numpy as np
+
     w, h = img.size
     gray_top: float | None = None
     span: tuple[float, float] | None = None
@@ -100,6 +107,9 @@ def _to_bgr(img: Image.Image) -> np.ndarray:
 
 def _upright(bgr: np.ndarray, orientation: int) -> np.ndarray:
     """Turn pixels stored sideways upright, as their EXIF orientation says (1 is already upright)."""
+    import cv2
+    import numpy as np
+
     turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
              5: lambda a: a.transpose(1, 0, 2), 6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
              7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)}
@@ -159,20 +169,27 @@ def read_image(path: str | Path, max_pixels: int) -> np.ndarray:
 
 def write_file(path: Path, data: bytes | memoryview) -> None:
     """Write a file whole or not at all: a full or read-only disk raises WriteError and leaves no partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # a name no one can plant a link at in advance
+    created = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        # O_EXCL makes a new file or fails, never following a link; 0o666 less the umask, where mkstemp gives 0o600.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        created = True
+        with open(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a link at `path` is replaced itself, not what it points to
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise WriteError(f"{shown(path)}: cannot write ({e.strerror or e})") from None
 
 
 def save_image(path: Path, image: np.ndarray) -> None:
     """Encode an image by its file suffix (PNG when it has none) and write it with write_file."""
+    import cv2
+
     suffix = path.suffix.lower() if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
     try:
         ok, buf = cv2.imencode(suffix, image)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import queue
 import re
 import signal
@@ -17,10 +16,11 @@ from typing import Callable, TextIO
 
 from edge_fer.cli import _Parser, _setup_logging
 from edge_fer.config import load
-from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
+from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError, WriteError
+from edge_fer.events import utc_iso
 from edge_fer.mqtt import Incoming, MqttSubscriber
-from edge_fer.store import (EventRow, MalformedMessage, StateRow, Store, StoreError, event_row, is_url, open_store,
-                            parse_time, state_row)
+from edge_fer.store import (EventRow, MalformedMessage, Row, StateRow, Store, StoreError, event_row, is_url,
+                            open_store, parse_time, state_row)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Recorder:
         self.db = db
         self.prefix = prefix.rstrip("/") + "/"
         self.inbox: queue.Queue[Incoming] = queue.Queue()
-        self.stored = self.duplicates = self.malformed = self.states = self.dropped = 0
+        self.stored = self.duplicates = self.conflicts = self.malformed = self.states = self.dropped = 0
         self.failing = False
 
     def put(self, msg: Incoming) -> None:
@@ -107,22 +107,39 @@ class Recorder:
                 return state_row(device, msg.payload, received)
             raise MalformedMessage("topic is not <prefix>/<device>/events or state")
         except MalformedMessage as e:
-            self.malformed += 1
-            if self.malformed <= 10 or self.malformed % 1000 == 0:
-                log.warning("malformed message on %s (%s): not stored; %d so far", msg.topic[:200], e,
-                            self.malformed)
+            self._malformed(msg.topic, e)
             return None
+
+    def _malformed(self, topic: str, reason: object) -> None:
+        self.malformed += 1
+        if _worth_logging(self.malformed):
+            log.warning("malformed message on %s (%s): not stored; %d so far", topic[:200], reason, self.malformed)
+
+    def _conflict(self, row: Row) -> None:
+        self.conflicts += 1
+        if _worth_logging(self.conflicts):
+            key = f"run_id {row.run_id!r} seq {row.seq}" if isinstance(row, EventRow) else f"ts {utc_iso(row.ts)}"
+            log.warning("conflict on %s: %s is already stored with other content; the first is kept, this one "
+                        "is not; %d so far", self._topic(row)[:200], key, self.conflicts)
+
+    def _topic(self, row: Row) -> str:
+        """The topic `row` came on (parse checked it is this)."""
+        return f"{self.prefix}{row.device}/{'events' if isinstance(row, EventRow) else 'state'}"
 
     def write(self, batch: list[Incoming]) -> None:
         """Store a batch in one transaction (StoreError if it could not be)."""
         now = time.time()
         rows = [r for r in (self.parse(m, now) for m in batch) if r is not None]
-        events = [r for r in rows if isinstance(r, EventRow)]
-        states = [r for r in rows if isinstance(r, StateRow)]
-        added = self.store.write(events, states)
-        self.stored += added
-        self.duplicates += len(events) - added
-        self.states += len(states)
+        events, states = self.store.write([r for r in rows if isinstance(r, EventRow)],
+                                          [r for r in rows if isinstance(r, StateRow)])
+        for written in (events, states):
+            for row, reason in written.refused:
+                self._malformed(self._topic(row), f"the database refused it: {reason}")
+            for row in written.conflicts:
+                self._conflict(row)
+        self.stored += events.added
+        self.duplicates += events.repeats
+        self.states += states.added + states.repeats + len(states.conflicts)
 
     def _take(self, pending: list[Incoming], timeout: float) -> None:
         if not pending:
@@ -192,6 +209,11 @@ class Recorder:
             log.info("retention: deleted %d rows older than %s", n, _ago(retention))
 
 
+def _worth_logging(count: int) -> bool:
+    """The first ten of a kind of message are logged, then every thousandth."""
+    return count <= 10 or count % 1000 == 0
+
+
 def _ago(seconds: float) -> str:
     unit = next(u for u in ("w", "d", "h", "m", "s") if seconds >= UNITS[u] or u == "s")
     return f"{seconds / UNITS[unit]:g}{unit}"
@@ -224,8 +246,9 @@ def run_record(args: argparse.Namespace) -> int:
         recorder.store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    log.info("stopped: %d events stored, %d duplicates skipped, %d malformed messages, %d state messages",
-             recorder.stored, recorder.duplicates, recorder.malformed, recorder.states)
+    log.info("stopped: %d events stored, %d duplicates skipped, %d conflicts (the first row kept), "
+             "%d malformed messages, %d state messages", recorder.stored, recorder.duplicates, recorder.conflicts,
+             recorder.malformed, recorder.states)
     return status
 
 
@@ -273,21 +296,10 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"edge-fer: no events to report; {args.out} not written", file=err)
         return EXIT_INPUT
     title = "edge-fer: emotions over time" + (f" on {args.device}" if args.device else "")
-    suffix = target.suffix.lower()
-    partial = target.with_name(f".{target.name}.partial")  # renamed once complete: never a half-written report
     try:
-        if suffix == ".csv":
-            with open(partial, "w", newline="") as f:
-                report.write_csv(timelines, f)
-        elif suffix == ".png":
-            partial.write_bytes(report.png_bytes(timelines, title))
-        else:
-            partial.write_text(report.html_page(timelines, title))
-        os.replace(partial, target)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        print(f"edge-fer: {args.out}: cannot write: {e.strerror or e}", file=err)
+        report.save(target, timelines, title)
+    except WriteError as e:
+        print(f"edge-fer: {e}", file=err)
         return EXIT_INPUT
     print(f"wrote {args.out}", file=out)
     return EXIT_OK

@@ -7,12 +7,16 @@ import csv
 import html
 import io
 import math
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
 from PIL import Image, ImageDraw, ImageFont
 
+from edge_fer.errors import UsageError
 from edge_fer.events import utc_iso
+from edge_fer.images import write_file
 from edge_fer.store import EMOTIONS as MODEL_EMOTIONS
 from edge_fer.types import UNSURE
 
@@ -25,6 +29,15 @@ COLOURS = {"angry": (214, 39, 40), "disgust": (107, 142, 35), "fear": (148, 103,
            UNSURE: (90, 90, 90)}
 TICK_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080, 43200)
 REPORT_COLUMNS = ("device", "run_id", "type", "track_id", "emotion", "ts", "frame_ts")
+# Times no event really has, left out: no edge-fer ran before 2020 (a clock never set reads 1970, or 2000 from an
+# RTC whose battery died), and none records the future (a day allows for a clock that drifts or is an hour off).
+EARLIEST = 1577836800.0  # 2020-01-01T00:00Z
+AHEAD = 86400.0
+# A second is the finest step: finer ones say nothing about faces, and far enough below it float times stop advancing
+# from bucket to bucket. 52 weeks is the widest: wider ones end past the years a calendar (and a picture) can show.
+MIN_BUCKET, MAX_BUCKET = 1.0, 52 * 604800.0
+MAX_BUCKETS = 200_000  # devices x steps a report builds at most: 138 days of minutes, a 20 MB CSV
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a text cell starting so runs as a formula in a spreadsheet
 
 
 @dataclass
@@ -38,6 +51,7 @@ class Timeline:
     tracks: int = 0
     events: int = 0
     photos: int = 0  # one-shot image events: counted, not part of the timeline
+    left_out: int = 0  # events at impossible times (before EARLIEST, or over AHEAD from now)
 
     def faces(self, i: int) -> float:
         """Average number of faces in view during bucket i."""
@@ -64,14 +78,31 @@ class Timeline:
             t0 = edge
 
 
+def _check_size(devices: int, lo: float, hi: float, bucket: float) -> None:
+    """Refuse, before building it, a grid from `lo` to `hi` over `devices` of more than MAX_BUCKETS buckets."""
+    if lo > hi:
+        return
+    n = devices * (math.floor((hi - lo) / bucket) + 1)
+    if n > MAX_BUCKETS:
+        raise UsageError(f"the events from {utc_iso(lo)[:16]} to {utc_iso(hi)[:16]} at one bucket per "
+                         f"{step_name(bucket)} make {n:,} buckets over {devices} device{'s' * (devices != 1)}, "
+                         f"more than the {MAX_BUCKETS:,} a report builds: narrow it with --since or --device, "
+                         "or use a larger --bucket")
+
+
 def build(rows: Iterable[tuple[Any, ...]], bucket: float, progress: Callable[[int], None] | None = None,
           ) -> list[Timeline]:
     """Timelines from rows of REPORT_COLUMNS ordered by device then time, all on one time grid.
 
     A face counts with the emotion of its latest start or change until its next change or end; a track
-    that never ended (the daemon was killed) stops counting at its last event. Memory grows with the
-    buckets, not the rows.
+    that never ended (the daemon was killed) stops counting at its last event. Events at impossible times
+    are left out and counted. Memory grows with the buckets, not the rows, and the buckets are bounded:
+    UsageError for a --bucket out of range, or a grid of more than MAX_BUCKETS.
     """
+    if not MIN_BUCKET <= bucket <= MAX_BUCKET:
+        raise UsageError(f"--bucket {step_name(bucket)}: a timeline step from 1s to 52w")
+    latest = time.time() + AHEAD
+    lo, hi = math.inf, -math.inf  # the grid so far: from the earliest device's first bucket to the latest time
     index = {e: i for i, e in enumerate(EMOTIONS)}
     timelines: dict[str, Timeline] = {}
     open_: dict[tuple[str, int], tuple[float, int]] = {}  # the current device's (run, track): since, emotion
@@ -82,13 +113,19 @@ def build(rows: Iterable[tuple[Any, ...]], bucket: float, progress: Callable[[in
         if tl is None:
             tl = timelines[device] = Timeline(device, math.nan, bucket)
             open_.clear()
+        t = ts if kind == "end" or frame_ts is None else frame_ts
+        if not EARLIEST <= t <= latest:  # a clock not yet set or set ahead, or a forged event
+            tl.left_out += 1
+            continue
         tl.events += 1
         if kind == "image":
             tl.photos += 1
             continue
-        t = ts if kind == "end" or frame_ts is None else frame_ts
         if math.isnan(tl.start):
             tl.start = math.floor(t / bucket) * bucket
+            lo = min(lo, tl.start)
+        hi = max(hi, t)
+        _check_size(len(timelines), lo, hi, bucket)  # before add() grows the device's buckets
         key = (run_id, track)
         if key in open_:
             since, label = open_.pop(key)
@@ -97,6 +134,7 @@ def build(rows: Iterable[tuple[Any, ...]], bucket: float, progress: Callable[[in
             tl.tracks += 1
         if kind != "end":
             open_[key] = (t, index[emotion])
+    _check_size(len(timelines), lo, hi, bucket)  # devices with photos alone get a row per bucket too
     known = [tl for tl in timelines.values() if not math.isnan(tl.start)]
     start = min((tl.start for tl in known), default=0.0)
     buckets = max((round((tl.start - start) / bucket) + len(tl.seconds) for tl in known), default=0)
@@ -120,17 +158,27 @@ def summary(timelines: list[Timeline]) -> str:
         whole = sum(totals)
         shares = " ".join(f"{(v / whole if whole else 0):>8.1%}" for v in totals)
         photos = f"  (+{tl.photos} photo results)" if tl.photos else ""
-        lines.append(f"{tl.device[:16]:<16} {tl.events:>7} {tl.tracks:>7} {whole / 60:>9.1f}  {shares}{photos}")
+        left = f"  ({tl.left_out} event{'s' * (tl.left_out != 1)} left out)" if tl.left_out else ""
+        lines.append(f"{tl.device[:16]:<16} {tl.events:>7} {tl.tracks:>7} {whole / 60:>9.1f}  {shares}{photos}{left}")
+    if any(tl.left_out for tl in timelines):
+        lines.append("left out: events dated before 2020 or more than a day ahead of this computer's clock "
+                     "(a device clock not yet set, or set ahead)")
     return "\n".join(lines)
+
+
+def _text_cell(text: str) -> str:
+    """A CSV text cell that a spreadsheet shows as text: a leading ' where it would start a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def write_csv(timelines: list[Timeline], out: TextIO) -> None:
     """One row per device and bucket: its start, average faces in view, face-seconds, share of each emotion."""
-    w = csv.writer(out, lineterminator="\n")
+    w = csv.writer(out)  # CRLF, as RFC 4180 has it: a CR in a cell is then quoted, so no name can start a row
     w.writerow(["device", "bucket_start", "faces", "face_seconds", *EMOTIONS])
     for tl in timelines:
+        device = _text_cell(tl.device)  # the one text a device chooses; times and numbers start with a digit
         for i, secs in enumerate(tl.seconds):
-            w.writerow([tl.device, utc_iso(tl.start + i * tl.bucket), f"{tl.faces(i):.3f}", f"{sum(secs):.2f}",
+            w.writerow([device, utc_iso(tl.start + i * tl.bucket), f"{tl.faces(i):.3f}", f"{sum(secs):.2f}",
                         *(f"{s:.4f}" for s in tl.shares(i))])
 
 
@@ -201,7 +249,7 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
             d.line([left, yy, left + plot_w, yy], fill=(225, 225, 225))
         for frac, label in ((0, "0%"), (0.5, "50%"), (1, "100%")):
             d.text((left - 8, y1 - frac * panel_h), label, fill="black", font=f_small, anchor="rm")
-        bar_w = plot_w / len(buckets)
+        bar_w = plot_w / max(1, len(buckets))  # no buckets: photos alone, or every event left out
         points = []
         for i, secs in enumerate(buckets):
             bx0, bx1 = left + i * bar_w, left + (i + 1) * bar_w
@@ -224,7 +272,7 @@ def draw_png(timelines: list[Timeline], title: str, width: int = 1200) -> Image.
         end = tl.start + len(buckets) * bucket
         step = next((s for s in TICK_MINUTES if (end - tl.start) / (s * 60) <= 10), TICK_MINUTES[-1]) * 60
         tick = math.ceil(tl.start / step) * step
-        while tick <= end:  # at round times: every 1, 2, 5, 10, 15, 30 minutes, hours or days
+        while buckets and tick <= end:  # at round times: every 1, 2, 5, 10, 15, 30 minutes, hours or days
             tx = left + (tick - tl.start) / (end - tl.start) * plot_w
             d.line([tx, y1, tx, y1 + 5], fill="black")
             stamp = utc_iso(tick)
@@ -274,3 +322,19 @@ def html_page(timelines: list[Timeline], title: str) -> str:
             f"<h2>Each {step_name(timelines[0].bucket)} with faces (UTC)</h2>\n<table><tr><th>device</th>"
             f"<th>from</th><th>faces in view</th>{heads}</tr>\n" + "\n".join(rows) + "</table>\n"
             "<p>No images are stored: only labels and scores.</p></body></html>\n")
+
+
+def save(target: Path, timelines: list[Timeline], title: str) -> None:
+    """Write the report as the target's suffix says (.csv, .png, else HTML), whole or not at all (WriteError)."""
+    suffix = target.suffix.lower()
+    if suffix == ".csv":  # encoded as it is written: the rows are never held twice
+        buf = io.BytesIO()
+        text = io.TextIOWrapper(buf, encoding="utf-8", newline="")
+        write_csv(timelines, text)
+        text.detach()  # flushes into buf and leaves it open
+        data: bytes | memoryview = buf.getbuffer()
+    elif suffix == ".png":
+        data = png_bytes(timelines, title)
+    else:
+        data = html_page(timelines, title).encode()
+    write_file(target, data)

@@ -75,6 +75,33 @@ class StateRow(NamedTuple):
 
 EVENT_COLUMNS = EventRow._fields
 STATE_COLUMNS = StateRow._fields
+Row = EventRow | StateRow
+
+
+class Table(NamedTuple):
+    """Where one kind of row is stored."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]  # unique together: a row whose key is stored is skipped
+    probe: Row  # a row any working database takes, only ever rolled back
+
+
+# A probe's device "/" is no topic level, so it never meets a stored key.
+EVENTS = Table("events", EVENT_COLUMNS, ("device", "run_id", "seq"),
+               EventRow("/", "", 0, "image", None, "neutral", 1.0, *(0.0,) * 6, 1.0, 0, 0, 1, 1, 1, 1, 0.0,
+                        None, 0.0, None, None))
+STATES = Table("states", STATE_COLUMNS, ("device", "ts"), StateRow("/", "", 0.0, 0.0, 0, None, "", 0.0))
+
+
+class Written(NamedTuple):
+    """What one write did with one table's rows."""
+
+    added: int
+    repeats: int  # already stored with the same content (`received` aside): a QoS 1 redelivery
+    conflicts: list[Row]  # skipped, their key stored with other content (one is forged): the first row is kept
+    refused: list[tuple[Row, str]]  # rows the database refused on their own, and why
+
 
 # Each version is the statements that take the schema from the one before to it; `{id}` and `{real}`
 # are the backend's auto-increment key and double type. Never edit a released version: add one.
@@ -109,23 +136,32 @@ def parse_time(text: str) -> float:
     return when.timestamp()
 
 
-def _number(doc: dict[str, Any], key: str, optional: bool = False) -> float | None:
+MAX_PAYLOAD = 256 * 1024  # ten times the largest state edge-fer publishes (256 faces), so parsing costs little
+MAX_TEXT = 200
+MAX_FACES = 10_000
+# A clock this far off, or a forged time, would stretch every report over centuries and never be pruned.
+YEARS = (2000, 2100)
+EARLIEST, LATEST = (dt.datetime(y, 1, 1, tzinfo=dt.timezone.utc).timestamp() for y in YEARS)
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(doc: dict[str, Any], key: str, low: float, high: float, optional: bool = False) -> float | None:
     value = doc.get(key)
     if value is None and optional:
         return None
-    try:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise MalformedMessage(f"{key} is not a number")
-        return float(value)
-    except OverflowError:  # an integer beyond any float
-        raise MalformedMessage(f"{key} is not a number") from None
+    # Comparing first keeps out NaN, JSON's Infinity and integers beyond any float.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise MalformedMessage(f"{key} is not a number from {low:g} to {high:g}")
+    return float(value)
 
 
 def _ints(doc: dict[str, Any], key: str, n: int) -> list[int]:
     value = doc.get(key)
     # Within PostgreSQL's INTEGER: a value the database refuses would fail its whole batch, again and again.
-    if not isinstance(value, list) or len(value) != n or not all(
-            isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31 for v in value):
+    if not isinstance(value, list) or len(value) != n or not all(_whole(v, -2**31, 2**31 - 1) for v in value):
         raise MalformedMessage(f"{key} is not a list of {n} integers")
     return value
 
@@ -133,7 +169,7 @@ def _ints(doc: dict[str, Any], key: str, n: int) -> list[int]:
 def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
     value = doc.get(key, default)
     # What neither database could take (a NUL, a lone surrogate from a JSON escape) fails here, not the batch.
-    if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
+    if not isinstance(value, str) or len(value) > MAX_TEXT or "\x00" in value:
         raise MalformedMessage(f"{key} is not a short string")
     try:
         value.encode()
@@ -146,26 +182,35 @@ def _time(doc: dict[str, Any], key: str, optional: bool = False) -> float | None
     if doc.get(key) is None and optional:
         return None
     try:
-        return parse_time(_text(doc, key))
+        when = parse_time(_text(doc, key))
     except ValueError:
         raise MalformedMessage(f"{key} is not an ISO 8601 time") from None
+    if not EARLIEST <= when < LATEST:
+        raise MalformedMessage(f"{key} is not a time from {YEARS[0]} to {YEARS[1] - 1}")
+    return when
 
 
-def _json_object(payload: bytes) -> dict[str, Any]:
+def _json_object(payload: bytes, device: str) -> dict[str, Any]:
+    """The payload as a JSON object that names `device`, its topic's device, as its own."""
+    if len(payload) > MAX_PAYLOAD:
+        raise MalformedMessage(f"larger than {MAX_PAYLOAD // 1024} KiB")
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise MalformedMessage("not JSON") from None
+    except RecursionError:  # the parser's depth is bounded by the interpreter's recursion limit
+        raise MalformedMessage("nested too deep") from None
     if not isinstance(doc, dict):
         raise MalformedMessage("not a JSON object")
+    if doc.get("device") != device:
+        raise MalformedMessage("its device does not match its topic")
+    _text(doc, "device")  # a topic level may be 65535 bytes long: the name is bounded like any other string
     return doc
 
 
 def event_row(device: str, payload: bytes, received: float) -> EventRow:
     """The row for one events message from `device`'s topic; MalformedMessage if it is not an edge-fer event."""
-    doc = _json_object(payload)
-    if doc.get("device") != device:
-        raise MalformedMessage("its device does not match its topic")
+    doc = _json_object(payload, device)
     kind = _text(doc, "type")
     if kind not in EVENT_TYPES:
         raise MalformedMessage(f"unknown type {kind[:20]!r}")
@@ -175,31 +220,29 @@ def event_row(device: str, payload: bytes, received: float) -> EventRow:
         raise MalformedMessage("emotion or scores are not the seven FER-2013 emotions")
     seq = doc.get("seq")
     track = doc.get("track_id")
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+    if not _whole(seq, 0, 2**63 - 1):
         raise MalformedMessage("seq is not a non-negative integer")
-    if track is not None and (isinstance(track, bool) or not isinstance(track, int) or not 0 <= track < 2**63):
+    if track is not None and not _whole(track, 0, 2**63 - 1):
         raise MalformedMessage("track_id is not a non-negative integer")
     if kind != "image" and track is None:
         raise MalformedMessage("track_id is missing")
-    return EventRow(device, _text(doc, "run_id", ""), seq, kind, track, emotion, _number(doc, "confidence"),
-                    *(_number(scores, e) for e in EMOTIONS), *_ints(doc, "box", 4), *_ints(doc, "frame_size", 2),
-                    _time(doc, "ts"), _time(doc, "frame_ts", True), received, _number(doc, "duration", True),
-                    _number(doc, "detector_score", True))
+    # Scores are probabilities; a Haar detector's score is a cascade weight, of either sign.
+    return EventRow(device, _text(doc, "run_id", ""), seq, kind, track, emotion, _number(doc, "confidence", 0, 1),
+                    *(_number(scores, e, 0, 1) for e in EMOTIONS), *_ints(doc, "box", 4),
+                    *_ints(doc, "frame_size", 2), _time(doc, "ts"), _time(doc, "frame_ts", True), received,
+                    _number(doc, "duration", 0, 1e9, True), _number(doc, "detector_score", -1e6, 1e6, True))
 
 
 def state_row(device: str, payload: bytes, received: float) -> StateRow:
     """The compact row for one state message; MalformedMessage if it is not an edge-fer state."""
-    doc = _json_object(payload)
-    if doc.get("device") != device:
-        raise MalformedMessage("its device does not match its topic")
-    faces = doc.get("faces")
-    if isinstance(faces, bool) or not isinstance(faces, int) or faces < 0:
-        raise MalformedMessage("faces is not a count")
+    doc = _json_object(payload, device)
+    if not _whole(doc.get("faces"), 0, MAX_FACES):
+        raise MalformedMessage(f"faces is not a count from 0 to {MAX_FACES}")
     dominant = doc.get("dominant_emotion")
     if dominant is not None and dominant not in (*EMOTIONS, UNSURE):
         raise MalformedMessage("dominant_emotion is not an emotion")
-    return StateRow(device, _text(doc, "run_id", ""), _time(doc, "ts"), received, faces, dominant,
-                    _text(doc, "camera", ""), _number(doc, "fps"))
+    return StateRow(device, _text(doc, "run_id", ""), _time(doc, "ts"), received, doc["faces"], dominant,
+                    _text(doc, "camera", ""), _number(doc, "fps", 0, 1e4))
 
 
 def redact(db: str) -> str:
@@ -258,11 +301,13 @@ class Store:
     """A database of events and states, with the schema at SCHEMA_VERSION; one connection, one thread."""
 
     def __init__(self, conn: _Connection, name: str, dialect: Dialect, errors: tuple[type[Exception], ...],
-                 secret: str = "") -> None:
+                 data_errors: tuple[type[Exception], ...], secret: str = "") -> None:
+        """`data_errors`: what the driver raises for one row it cannot take (some are not among `errors`)."""
         self.conn = conn
         self.name = name
         self._dialect = dialect
         self._errors = errors
+        self._data_errors = data_errors
         self._secret = secret
 
     def _sql(self, text: str) -> str:
@@ -299,26 +344,69 @@ class Store:
         except self._errors as e:
             raise self._fail("cannot create the schema", e) from None
 
-    def write(self, events: list[EventRow], states: list[StateRow]) -> int:
-        """Insert in one transaction, skipping rows already there; returns the events newly stored."""
+    def write(self, events: list[EventRow], states: list[StateRow]) -> tuple[Written, Written]:
+        """Insert in one transaction: rows already there are skipped, rows refused alone are left out."""
+        batches = ((EVENTS, events), (STATES, states))
         try:
             cur = self.conn.cursor()
-            added = 0
-            if events:
-                # Both drivers sum executemany's row counts; a skipped duplicate counts 0.
-                cur.executemany(self._insert("events", EVENT_COLUMNS, "device, run_id, seq"), events)
-                added = cur.rowcount
-            if states:
-                cur.executemany(self._insert("states", STATE_COLUMNS, "device, ts"), states)
+            try:
+                inserted = [(self._insert_many(cur, table, rows), []) for table, rows in batches]
+            except self._data_errors:  # one bad row fails its batch: find it, or the batch would fail forever
+                self._rollback()
+                # Still one transaction: SQLite commits as soon as a savepoint that began one is released.
+                cur.execute("SAVEPOINT batch")
+                inserted = [self._insert_each(cur, table, rows) for table, rows in batches]
+            written = tuple(self._outcome(cur, table, rows, added, refused)
+                            for (table, rows), (added, refused) in zip(batches, inserted))
             self.conn.commit()
-            return added
-        except self._errors as e:
+            return written
+        except (*self._errors, *self._data_errors) as e:
             raise self._fail("cannot write", e) from None
 
-    def _insert(self, table: str, columns: tuple[str, ...], key: str) -> str:
-        marks = ", ".join("?" * len(columns))
-        return self._sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) "
-                         f"ON CONFLICT ({key}) DO NOTHING")
+    def _insert_many(self, cur: Any, table: Table, rows: list[Row]) -> int:
+        if not rows:
+            return 0
+        cur.executemany(self._insert(table), rows)
+        return cur.rowcount  # both drivers sum executemany's row counts; a skipped duplicate counts 0
+
+    def _insert_each(self, cur: Any, table: Table, rows: list[Row]) -> tuple[int, list[tuple[Row, str]]]:
+        """Row by row, each in a savepoint: the rows added, and those the database refused (with why)."""
+        added, refused = 0, []
+        for row in rows:
+            cur.execute("SAVEPOINT one")
+            try:
+                cur.execute(self._insert(table), row)
+                added += cur.rowcount
+            except self._data_errors as e:
+                cur.execute("ROLLBACK TO SAVEPOINT one")
+                refused.append((row, _detail(e, self._secret)))
+            cur.execute("RELEASE SAVEPOINT one")
+        if refused:
+            # A database that refuses even the probe refuses every row: that is retried, not malformed messages.
+            cur.execute("SAVEPOINT probe")
+            cur.execute(self._insert(table), table.probe)
+            cur.execute("ROLLBACK TO SAVEPOINT probe")
+        return added, refused
+
+    def _outcome(self, cur: Any, table: Table, rows: list[Row], added: int, refused: list[tuple[Row, str]]) -> Written:
+        """Tell the rows skipped as repeats from those whose key was stored with other content."""
+        left_out = {row for row, _ in refused}
+        taken = [row for row in rows if row not in left_out]
+        conflicts = []
+        if added < len(taken):
+            compared = [c for c in table.columns if c != "received"]
+            sql = self._sql(f"SELECT {', '.join(compared)} FROM {table.name} WHERE "
+                            + " AND ".join(f"{k} = ?" for k in table.key))
+            for row in taken:
+                cur.execute(sql, [getattr(row, k) for k in table.key])
+                if tuple(cur.fetchone()) != tuple(getattr(row, c) for c in compared):
+                    conflicts.append(row)
+        return Written(added, len(taken) - added - len(conflicts), conflicts, refused)
+
+    def _insert(self, table: Table) -> str:
+        marks = ", ".join("?" * len(table.columns))
+        return self._sql(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks}) "
+                         f"ON CONFLICT ({', '.join(table.key)}) DO NOTHING")
 
     def prune(self, before: float) -> int:
         """Delete events and states older than `before` (seconds since the epoch); returns rows deleted."""
@@ -393,7 +481,9 @@ def _sqlite(path: str, create: bool) -> Store:
         conn.execute("PRAGMA busy_timeout=10000")
     except sqlite3.Error as e:
         raise StoreError(f"{path}: cannot open the database: {e}") from None
-    return Store(conn, path, SQLITE, (sqlite3.Error,))
+    # OverflowError: an integer beyond SQLite's; InterfaceError: a value it cannot bind.
+    return Store(conn, path, SQLITE, (sqlite3.Error,),
+                 (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, UnicodeEncodeError))
 
 
 def _postgres(url: str) -> Store:
@@ -407,7 +497,9 @@ def _postgres(url: str) -> Store:
         conn = psycopg.connect(url, connect_timeout=10)
     except (psycopg.Error, ValueError) as e:
         raise StoreError(f"{shown}: cannot connect: {_detail(e, secret)}") from None
-    return Store(conn, shown, POSTGRES, (psycopg.Error,), secret)
+    # UnicodeEncodeError: text the database's encoding lacks (an emoji into LATIN1), found before it is sent.
+    return Store(conn, shown, POSTGRES, (psycopg.Error,),
+                 (psycopg.DataError, psycopg.IntegrityError, UnicodeEncodeError), secret)
 
 
 def open_store(db: str, create: bool = True) -> Store:

@@ -1,11 +1,19 @@
-"""Annotated pictures: score panels never cover a face, a caption or each other."""
+"""Annotated pictures: score panels never cover a face, a caption or each other; copies never go through a link."""
 
 from __future__ import annotations
 
+import io
+import os
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 
 from edge_fer.annotate import _hits, _layout, annotate
+from edge_fer.cli import main
+from edge_fer.errors import EXIT_OK
 from edge_fer.types import Face
+from tests.conftest import ASTRONAUT
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -42,3 +50,15 @@ def test_faces_that_fill_the_picture_get_their_panels_in_a_strip_beside_it() -> 
     # Captions sit at the faces' edges here (no room above them); the faces' middles stay clear of panels.
     assert all(untouched_inside(out, frame, f.box, margin=60) for f in faces)
     assert (out[:, 640:] != 24).any()  # the strip holds drawn panels
+
+
+def test_annotate_never_writes_through_a_link_planted_at_a_temporary_name(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("root's own file\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".x.png.{os.getpid()}.tmp").symlink_to(victim)  # the name the copy was once written through
+    stdout, err = io.StringIO(), io.StringIO()
+    assert main(["--image", str(ASTRONAUT), "--annotate", str(out / "x.png")], out=stdout, err=err) == EXIT_OK
+    assert victim.read_bytes() == b"root's own file\n"
+    assert not (out / "x.png").is_symlink() and Image.open(out / "x.png").size == (512, 512)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_fer.errors import ImageError
-from edge_fer.images import expand_paths, read_image
+from edge_fer.errors import ImageError, WriteError
+from edge_fer.images import expand_paths, read_image, write_file
 from tests.conftest import ASTRONAUT
 
 LIMIT = 50_000_000
@@ -178,3 +178,17 @@ def test_every_exif_orientation_turns_as_pillow_does(tmp_path: Path, orientation
     Image.fromarray(pixels).save(path, exif=exif)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))[..., ::-1]
     assert np.array_equal(read_image(path, LIMIT), expected)
+
+
+def test_a_write_leaves_no_temporary_file_and_gets_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    (tmp_path / "taken.png").mkdir()
+    with pytest.raises(WriteError, match="taken.png: cannot write"):
+        write_file(tmp_path / "taken.png", b"x")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]
+    before = os.umask(0o027)
+    try:
+        write_file(tmp_path / "new.json", b"{}")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.json", "taken.png"]

@@ -102,6 +102,15 @@ def seqs(db: str, device: str | None = None) -> list[int]:
         return [row[0] for row in store.events(device, columns=("seq",))]
 
 
+STATE = {"device": "cam1", "run_id": "run-a", "camera": "ok", "faces": 1, "dominant_emotion": "happy", "tracks": [],
+         "fps": 14.5, "ts": "2026-11-27T09:00:01.000Z"}
+
+
+def summary(log: str) -> str:
+    """The counts of the recorder's last `stopped:` line."""
+    return log.rsplit("stopped: ", 1)[1].splitlines()[0]
+
+
 @pytest.fixture
 def broker(tmp_path: Path):
     b = Broker(tmp_path, persistent=True).start()
@@ -137,7 +146,8 @@ def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker:
     assert code == EXIT_OK, log
     assert seqs(db) == list(range(1, 31)) + [40]
     assert "Traceback" not in log
-    assert "31 events stored, 5 duplicates skipped, 14 malformed messages, 2 state messages" in log
+    assert summary(log) == ("31 events stored, 5 duplicates skipped, 0 conflicts (the first row kept), "
+                            "14 malformed messages, 2 state messages")
     with open_store(db, create=False) as store:
         cur = store.conn.cursor()
         cur.execute("SELECT device, run_id, type, track_id, emotion, happy, box_w, frame_w, ts FROM events "
@@ -149,6 +159,133 @@ def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker:
         assert cur.fetchall() == [(SCHEMA_VERSION,)]
     if not db.startswith("postgresql"):
         assert b"private.jpg" not in Path(db).read_bytes()  # the photo's name is not kept either
+
+
+def test_a_message_out_of_bounds_is_malformed_and_never_stops_a_recorder(tmp_path: Path, broker: Broker,
+                                                                         db: str) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    publish(broker.port, [("edge_fer/cam1/events", deep)], retain=True)  # every new subscriber gets it
+    rec = Recorder(tmp_path, db, broker.port)
+    long_name = "c" * 201
+    bad: list[tuple[str, Any]] = [
+        ("edge_fer/cam1/events", {**event(8), "padding": "x" * 300_000}),
+        ("edge_fer/cam1/state", {**STATE, "faces": 2**64}), ("edge_fer/cam1/state", {**STATE, "faces": 2**31}),
+        ("edge_fer/cam1/state", {**STATE, "fps": float("inf")}),
+        ("edge_fer/cam1/events", {**event(2), "confidence": float("nan")}),
+        ("edge_fer/cam1/events", {**event(3), "duration": -1.0}),
+        ("edge_fer/cam1/events", event(4, ts="0001-01-01T00:00:00+01:00")),
+        ("edge_fer/cam1/events", event(5, ts="9999-12-31T23:59:59Z")),
+        ("edge_fer/cam1/events", {**event(6), "frame_ts": "1970-01-01T00:00:00Z"}),
+        ("edge_fer/cam1/events", {**event(7), "scores": {e: 1e400 for e in EMOTIONS}}),
+        (f"edge_fer/{long_name}/events", event(9, device=long_name))]
+    publish(broker.port, [("edge_fer/cam1/events", event(1))] + bad + [("edge_fer/cam1/events", event(10)),
+                                                                          ("edge_fer/cam1/state", STATE)])
+    assert until(lambda: seqs(db) == [1, 10], 20), seqs(db)
+    rec.wait_log("malformed message", 20, count=10)
+    code, log = rec.stop()
+    assert code == EXIT_OK and "Traceback" not in log, log
+    assert summary(log) == ("2 events stored, 0 duplicates skipped, 0 conflicts (the first row kept), "
+                            "12 malformed messages, 1 state messages")
+    for reason in ("(nested too deep)", "(faces is not a count from 0 to 10000)", "(fps is not a number from 0 to",
+                   "(ts is not a time from 2000 to 2099)", "(larger than 256 KiB)"):
+        assert reason in log, reason
+    rec = Recorder(tmp_path, db, broker.port, name="fresh", client="test-rec-fresh")  # a new session: retained again
+    rec.wait_log("(nested too deep)", 20)
+    code, log = rec.stop()
+    assert code == EXIT_OK and "1 malformed messages" in summary(log) and "Traceback" not in log
+
+
+def test_values_at_their_bounds_are_taken() -> None:
+    edge = {**event(1, device="c" * 200, ts="2099-12-31T23:59:59.999Z"), "frame_ts": "2000-01-01T00:00:00Z",
+            "confidence": 1, "scores": {e: int(e == "happy") for e in EMOTIONS}, "duration": 0, "detector_score": -3.5}
+    assert event_row("c" * 200, json.dumps(edge).encode(), 0.0).ts == 4102444799.999
+    assert state_row("cam1", json.dumps({**STATE, "faces": 10_000, "fps": 0}).encode(), 0.0).faces == 10_000
+
+
+def refuse(db: str, rule: str, condition: str | None) -> None:
+    """Have the database refuse events where `condition` (on a column) holds, by its own rule; None drops it."""
+    with open_store(db, create=False) as store:
+        if db.startswith("postgresql"):
+            sql = (f"ALTER TABLE events ADD CONSTRAINT {rule} CHECK (NOT ({condition})) NOT VALID" if condition
+                   else f"ALTER TABLE events DROP CONSTRAINT {rule}")
+        else:
+            sql = (f"CREATE TRIGGER {rule} BEFORE INSERT ON events WHEN NEW.{condition} "
+                   f"BEGIN SELECT RAISE(ABORT, 'refused by {rule}'); END" if condition else f"DROP TRIGGER {rule}")
+        store.conn.cursor().execute(sql)
+        store.conn.commit()
+
+
+def test_a_row_the_database_refuses_is_malformed_a_database_refusing_every_row_is_retried(
+        tmp_path: Path, broker: Broker, db: str) -> None:
+    rec = Recorder(tmp_path, db, broker.port)
+    refuse(db, "refuse_one", "run_id = 'refused'")
+    publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 6)]
+            + [("edge_fer/cam1/events", event(6, run_id="refused"))]
+            + [("edge_fer/cam1/events", event(i)) for i in range(7, 11)])
+    assert until(lambda: seqs(db) == [1, 2, 3, 4, 5, 7, 8, 9, 10], 20), seqs(db)
+    rec.wait_log("malformed message on edge_fer/cam1/events (the database refused it: ", 20)
+    refuse(db, "refuse_all", "seq >= 0")  # now no row can be stored: that is the database's fault, not theirs
+    publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(11, 16)])
+    rec.wait_log("nothing is acknowledged until it is stored", 20)
+    refuse(db, "refuse_all", None)
+    rec.wait_log("writing again", 60)
+    assert until(lambda: seqs(db) == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15], 20), seqs(db)
+    code, log = rec.stop()
+    assert code == EXIT_OK and "Traceback" not in log, log
+    assert summary(log).startswith("14 events stored, 0 duplicates skipped, 0 conflicts (the first row kept), "
+                                   "1 malformed messages")
+
+
+def test_text_a_latin1_postgres_cannot_hold_is_malformed_and_acknowledged(tmp_path: Path, broker: Broker,
+                                                                          postgres_server) -> None:  # noqa: F811
+    import psycopg
+
+    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS latin1")
+        conn.execute("CREATE DATABASE latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    url = postgres_server.url("latin1")
+    rec = Recorder(tmp_path, url, broker.port)
+    publish(broker.port, [("edge_fer/café/events", event(1, device="café")),
+                          ("edge_fer/cam😀/events", event(1, device="cam😀")),
+                          ("edge_fer/cam1/state", {**STATE, "camera": "ok 😀"}),
+                          ("edge_fer/cam1/events", event(1))])
+    assert until(lambda: len(seqs(url)) == 2, 20), seqs(url)
+    rec.wait_log("malformed message", 20, count=2)
+    code, log = rec.stop()
+    assert code == EXIT_OK and "Traceback" not in log, log
+    assert "malformed message on edge_fer/cam😀/events (the database refused it: 'latin-1' codec" in log
+    assert summary(log) == ("2 events stored, 0 duplicates skipped, 0 conflicts (the first row kept), "
+                            "2 malformed messages, 0 state messages")
+    rec = Recorder(tmp_path, url, broker.port)  # the same session: what was refused was acknowledged all the same
+    publish(broker.port, [("edge_fer/cam1/events", event(2))])
+    assert until(lambda: len(seqs(url)) == 3, 20), seqs(url)
+    code, log = rec.stop()
+    assert code == EXIT_OK and summary(log) == ("1 events stored, 0 duplicates skipped, 0 conflicts (the first row "
+                                                "kept), 0 malformed messages, 0 state messages"), log
+
+
+def test_a_forged_duplicate_is_a_conflict_logged_and_counted_and_the_first_row_kept(tmp_path: Path, broker: Broker,
+                                                                                    db: str) -> None:
+    rec = Recorder(tmp_path, db, broker.port)
+    topic = "edge_fer/kitchen/events"
+    # run_id is public (retained state): a forger can take the seqs the device has not sent yet.
+    forged = [(topic, event(i, device="kitchen", emotion="angry")) for i in range(2, 51)]
+    real = [(topic, event(i, device="kitchen")) for i in range(1, 51)]
+    states = [("edge_fer/kitchen/state", {**STATE, "device": "kitchen", "faces": f}) for f in (5, 1)]
+    publish(broker.port, forged + real + [real[0], forged[0]] + states + [("edge_fer/cam1/events", event(1))])
+    assert until(lambda: seqs(db, "cam1") == [1], 20), seqs(db)  # the last one sent: all before it are in
+    code, log = rec.stop()
+    assert code == EXIT_OK and "Traceback" not in log, log
+    assert summary(log) == ("51 events stored, 2 duplicates skipped, 50 conflicts (the first row kept), "
+                            "0 malformed messages, 2 state messages")
+    assert log.count("conflict on edge_fer/kitchen/") == 10  # the first ten, then every thousandth
+    assert "conflict on edge_fer/kitchen/events: run_id 'run-a' seq 2 is already stored with other content" in log
+    with open_store(db, create=False) as store:
+        emotions = [e for (e,) in store.events("kitchen", columns=("emotion",))]
+        cur = store.conn.cursor()
+        cur.execute("SELECT faces FROM states")
+        assert cur.fetchall() == [(5,)]
+    assert emotions == ["happy"] + ["angry"] * 49  # stored first, kept
 
 
 def test_same_seq_in_another_run_is_a_new_event(tmp_path: Path, broker: Broker) -> None:
@@ -280,6 +417,8 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 @settings(max_examples=400, deadline=None)
 @example(kind="events", key="confidence", value=10**400, drop=False)
 @example(kind="events", key="run_id", value="\ud800", drop=False)
+@example(kind="state", key="faces", value=2**64, drop=False)
+@example(kind="events", key="ts", value="0001-01-01T00:00:00+01:00", drop=False)
 @given(kind=st.sampled_from(["events", "state"]), key=st.sampled_from(sorted(event(1)) + ["faces", "camera"]),
        value=JSON_VALUES, drop=st.booleans())
 def test_any_change_to_a_message_is_stored_or_malformed_and_a_stored_row_fits_the_database(
@@ -296,7 +435,8 @@ def test_any_change_to_a_message_is_stored_or_malformed_and_a_stored_row_fits_th
     except MalformedMessage:
         return
     with open_store(str(tmp_path_factory.mktemp("fuzz") / "e.db")) as store:
-        store.write(*(([row], []) if kind == "events" else ([], [row])))
+        written = store.write(*(([row], []) if kind == "events" else ([], [row])))
+    assert sum(w.added for w in written) == 1, written
 
 
 def run(*argv: str) -> tuple[int, str, str]:

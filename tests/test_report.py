@@ -145,7 +145,7 @@ def test_output_that_cannot_be_written_and_nothing_to_report(tmp_path: Path) -> 
     (tmp_path / "taken.png").mkdir()  # the picture is made, but cannot take that name
     code, out, err = run("report", "--db", db, "--out", str(tmp_path / "taken.png"))
     assert code == EXIT_INPUT and "cannot write" in err and "wrote" not in out
-    assert not [p for p in tmp_path.iterdir() if "partial" in p.name] and (tmp_path / "taken.png").is_dir()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")] and (tmp_path / "taken.png").is_dir()
     empty = str(tmp_path / "empty.db")
     open_store(empty).close()
     code, _, err = run("report", "--db", empty, "--out", str(tmp_path / "r.png"))
