@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import threading
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from edge_fer.config import CameraConfig
+from edge_fer.config import CameraConfig, file_kind
 from edge_fer.errors import EdgeFerError, UsageError, shown
 from edge_fer.types import Frame
 
@@ -59,8 +59,13 @@ class OpenCVSource:
         src = cfg.source
         target: int | str = int(src) if isinstance(src, int) or re.fullmatch(r"\d+", str(src)) else str(src)
         self.is_file = isinstance(target, str) and "://" not in target and not target.startswith("/dev/")
-        if self.is_file and not Path(target).is_file():
-            raise OSError(f"{shown(target)}: no such video file")
+        if self.is_file:
+            try:
+                mode = os.stat(target).st_mode
+            except (OSError, ValueError):  # ValueError: a NUL in the name
+                raise OSError(f"{shown(target)}: no such video file") from None
+            if not stat.S_ISREG(mode):  # a folder or a FIFO never plays: an error, not something to wait for
+                raise UnplayableVideo(f"{shown(target)}: {file_kind(mode)}, not a video file")
         self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
             if self.is_file:

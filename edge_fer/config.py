@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import socket
 import ssl
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import yaml
 
@@ -28,6 +30,11 @@ def _within(default: Any, low: float, high: float) -> Any:
 def _one_of(default: str, *choices: str) -> Any:
     """A field whose values must be one of `choices`, checked at load."""
     return field(default=default, metadata={"choices": choices})
+
+
+def _not_empty(default: str) -> Any:
+    """A text field that must hold more than blanks, checked at load."""
+    return field(default=default, metadata={"not_empty": True})
 
 
 @dataclass(frozen=True)
@@ -93,13 +100,13 @@ class UnsureConfig:
 
     enabled: bool = True
     min_confidence: float = _within(0.45, 0.0, 1.0)
-    min_face_px: int = _within(24, 0, 10000)
+    min_face_px: int = _within(32, 0, 10000)
     min_detector_score: float = _within(0.0, 0.0, 1.0)
     min_brightness: float = _within(30.0, 0.0, 255.0)
     min_contrast: float = _within(12.0, 0.0, 255.0)
-    min_sharpness: float = _within(0.0, 0.0, 1e6)
-    max_yaw_deg: float = _within(50.0, 0.0, 90.0)
-    max_pitch: float = _within(0.3, 0.0, 10.0)
+    min_sharpness: float = _within(150.0, 0.0, 1e6)
+    max_yaw_deg: float = _within(45.0, 0.0, 90.0)
+    max_pitch: float = _within(0.2, 0.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class MqttConfig:
     """The broker and the topics events go to."""
 
     enabled: bool = True
-    host: str = "localhost"
+    host: str = _not_empty("localhost")  # paho would refuse an empty one only when connecting, with a traceback
     port: int = _within(1883, 1, 65535)
     prefix: str = "edge_fer"
     device_id: str = ""  # the host name when not set, filled in at load
@@ -213,6 +220,8 @@ def _check_value(key: str, value: Any, spec: dataclasses.Field, where: str) -> N
     choices = spec.metadata.get("choices", ())
     if choices and value not in choices:
         raise ConfigError(f"{where}: {key} = {describe(key, value)} must be one of {', '.join(choices)}")
+    if spec.metadata.get("not_empty") and not value.strip():
+        raise ConfigError(f"{where}: {key} = {describe(key, value)} must not be empty")
     if key in TOPIC_PARTS:
         _check_topic_part(key, value, TOPIC_PARTS[key], where)
 
@@ -238,6 +247,29 @@ def describe(key: str, value: Any) -> str:
     if isinstance(value, str) and len(value) > 60:
         return f"{value[:57]!r}... ({len(value)} characters)"
     return repr(value)
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is (from its st_mode), as an error line says it."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """`path` open for reading if it is a regular file, else an OSError whose strerror says what it is.
+
+    Opened without blocking and checked once open: a FIFO would wait for a writer forever, a device such as
+    /dev/zero never ends, and a check before opening could be raced."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except ValueError:  # a NUL in the name: no file has one
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{file_kind(mode)}, not a regular file", str(path))
+    return open(fd, "rb")
 
 
 def _check_topic_part(key: str, value: str, levels: bool, where: str) -> None:
@@ -267,9 +299,7 @@ def _check_tls(mqtt: MqttConfig, where: str) -> None:
         if not path:
             continue
         try:
-            if Path(path).exists() and not Path(path).is_file():
-                raise IsADirectoryError(21, "not a regular file")
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 text = f.read(MAX_FILE_BYTES * 4).decode(errors="replace")  # enough to find the PEM marker
         except OSError as e:
             raise ConfigError(f"{where}: mqtt.{name}: cannot read {shown(path)} ({e.strerror or e})") from None
@@ -339,7 +369,8 @@ def _resolve_mqtt(mqtt: MqttConfig, where: str, secrets: bool) -> MqttConfig:
         password = os.environ[mqtt.password_env]
     elif secrets and not password and mqtt.password_file:
         try:
-            lines = Path(mqtt.password_file).expanduser().read_text().splitlines()
+            with open_regular(Path(mqtt.password_file).expanduser()) as f:
+                lines = f.read(MAX_FILE_BYTES).decode().splitlines()
         except (OSError, UnicodeDecodeError) as e:
             reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
             raise ConfigError(f"{where}: mqtt.password_file: cannot read {shown(mqtt.password_file)} ({reason})"
@@ -425,7 +456,7 @@ def load(path: str | Path | None = None, overrides: list[str] = (), secrets: boo
     if found is not None:
         where = shown(found)
         try:
-            with open(found, "rb") as f:
+            with open_regular(found) as f:
                 raw = f.read(MAX_FILE_BYTES + 1)
             text = raw.decode()
         except FileNotFoundError:

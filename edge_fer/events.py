@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
+from pathlib import PurePath
 from typing import Any
 
 from edge_fer import __version__
@@ -41,7 +42,8 @@ class EventFactory:
 
     def image_event(self, image: str, face: dict[str, Any], index: int, frame_size: tuple[int, int]) -> dict[str, Any]:
         """A one-shot result (edge-fer --image --publish) in the same schema, type 'image'."""
-        return {"type": "image", "device": self.device, "image": image, "face_index": index,
+        # The file's name alone: the folders above it can say whose photo it is, and every subscriber gets it.
+        return {"type": "image", "device": self.device, "image": PurePath(image).name, "face_index": index,
                 "emotion": face["emotion"], "confidence": face["confidence"], "scores": face["scores"],
                 "unsure": face.get("unsure"),
                 "box": face["box"], "landmarks": face.get("landmarks"), "detector_score": face.get("detector_score"),

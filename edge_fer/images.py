@@ -8,10 +8,11 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from edge_fer.config import open_regular
 from edge_fer.errors import ImageError, WriteError, shown
 
 if TYPE_CHECKING:  # numpy and OpenCV load on first decode or encode: `edge-fer report` writes with write_file
@@ -118,8 +119,8 @@ def _upright(bgr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(turns[orientation](bgr))
 
 
-def _decode(path: Path, max_pixels: int) -> np.ndarray:
-    with Image.open(path) as img:
+def _decode(f: BinaryIO, path: Path, max_pixels: int) -> np.ndarray:
+    with Image.open(f) as img:
         w, h = img.size
         if w * h > max_pixels:
             raise ImageError(f"{shown(path)}: {w}x{h} is over the limit of {max_pixels:,} pixels "
@@ -143,13 +144,12 @@ def read_image(path: str | Path, max_pixels: int) -> np.ndarray:
             # Pillow's warnings (decompression bomb, odd TIFF tags) would break the one-line-per-image output;
             # the pixel limit and the errors raised say what matters.
             warnings.simplefilter("ignore")
-            return _decode(path, max_pixels)
+            with open_regular(path) as f:  # not a FIFO, which would wait for a writer, nor an endless device
+                return _decode(f, path, max_pixels)
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{shown(path)}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{shown(path)}: is a folder") from None
     except PermissionError:
         raise ImageError(f"{shown(path)}: cannot read (permission denied)") from None
     except UnidentifiedImageError:

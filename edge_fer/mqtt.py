@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import ssl
@@ -33,6 +34,9 @@ TAKEOVER_BACKOFF = (30, 300)  # first and longest wait after a takeover, doublin
 STABLE_SECONDS = 60.0  # a connection that lasted this long ends the takeover backoff
 RECONNECT_DELAY = (1, 30)
 ANNOUNCE_ROOM = 16  # room in paho's queue beyond the events' bound for availability, discovery and state
+# Anyone on the broker may publish Home Assistant's birth message: answered at most once in this many seconds,
+# the last one within a window once it ends, so a flood of them cannot fill the queue that events need.
+REANNOUNCE_SECONDS = 5.0
 
 
 def describe_failure(exc: BaseException | None, host: str) -> tuple[str, str]:
@@ -110,6 +114,11 @@ class MqttPublisher:
         self._quick = 0  # connections in a row the broker closed soon after accepting them
         self._takeover_delay = TAKEOVER_BACKOFF[0]
         self._stopping = False
+        self.deferred_births = 0  # Home Assistant birth messages not answered at once (see REANNOUNCE_SECONDS)
+        self._reannounce_lock = threading.Lock()
+        self._reannounced_at = -math.inf
+        self._reannounce_timer: threading.Timer | None = None
+        self._closing = False  # set by stop: nothing is announced after "offline"
         # Events wait here, in order, from a disconnect until paho has sent again what it held from before:
         # paho sends a message published from another thread during its reconnect ahead of those.
         self._backlog: deque[str] = deque()
@@ -190,9 +199,39 @@ class MqttPublisher:
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # A retained "online" is an old birth message: the announcement on connect already covers it.
         if msg.topic == self.ha_status and msg.payload == ONLINE.encode() and not msg.retain:
-            log.info("Home Assistant is online: discovery announced again")
-            client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
-            self._discovery(client)
+            self._birth()
+
+    def _birth(self) -> None:
+        """Announce again now, or once the window since the last re-announcement ends: one for all that wait."""
+        with self._reannounce_lock:
+            wait = self._reannounced_at + REANNOUNCE_SECONDS - time.monotonic()
+            if wait <= 0 and self._reannounce_timer is None:
+                log.info("Home Assistant is online: discovery announced again")
+                self._reannounce()
+                return
+            self.deferred_births += 1
+            if self._reannounce_timer is None:
+                self._reannounce_timer = threading.Timer(wait, self._window_ended)
+                self._reannounce_timer.daemon = True
+                self._reannounce_timer.start()
+            deferred = self.deferred_births
+        if deferred == 1 or deferred % 1000 == 0:
+            log.warning("Home Assistant is online again within %.0f s (%d times so far; anyone on the broker may "
+                        "publish to %s): discovery is announced again at most every %.0f s", REANNOUNCE_SECONDS,
+                        deferred, self.ha_status, REANNOUNCE_SECONDS)
+
+    def _window_ended(self) -> None:
+        """On the timer's thread: the birth messages that waited are answered."""
+        with self._reannounce_lock:
+            self._reannounce_timer = None
+            self._reannounce()
+
+    def _reannounce(self) -> None:
+        """Availability and discovery again, with the lock held; while disconnected, connecting announces."""
+        self._reannounced_at = time.monotonic()
+        if self.connected.is_set() and not self._closing:
+            self._client.publish(self.topics["availability"], ONLINE, qos=1, retain=True)
+            self._discovery(self._client)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self.failed_attempts += 1
@@ -289,6 +328,10 @@ class MqttPublisher:
     def stop(self, timeout: float = 3.0) -> None:
         """Say offline, give queued messages until `timeout` to leave, then disconnect."""
         deadline = time.monotonic() + timeout
+        with self._reannounce_lock:
+            self._closing = True
+            if self._reannounce_timer is not None:
+                self._reannounce_timer.cancel()
         if self.connected.is_set():
             if self.announce:
                 self._client.publish(self.topics["availability"], OFFLINE, qos=1, retain=True)

@@ -223,7 +223,8 @@ def run_record(args: argparse.Namespace) -> int:
     """Record until SIGTERM or SIGINT."""
     cfg = load(args.config, args.set)
     _setup_logging(cfg.logging.level)
-    retention = parse_duration(args.retention, "--retention") if args.retention else None
+    # An empty value is refused as a bad one is: taken for "not given", it would silently keep everything.
+    retention = parse_duration(args.retention, "--retention") if args.retention is not None else None
     expiry = int(parse_duration(args.session_expiry, "--session-expiry"))
     if expiry > 0xFFFFFFFF:
         raise UsageError("--session-expiry: at most 136 years")
@@ -279,8 +280,9 @@ def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from edge_fer import report
 
     bucket = parse_duration(args.bucket, "--bucket")
-    since = parse_since(args.since) if args.since else None
-    target = Path(args.out) if args.out else None
+    # An empty --since or --out is refused as a bad one is, not taken for "not given".
+    since = parse_since(args.since) if args.since is not None else None
+    target = Path(args.out) if args.out is not None else None
     if target is not None and target.suffix.lower() not in REPORT_SUFFIXES:
         raise UsageError(f"--out {args.out}: the name must end in .png, .html or .csv")
     if target is not None and not is_url(args.db) and target.resolve() == Path(args.db).expanduser().resolve():

@@ -135,6 +135,24 @@ def test_an_unplayable_video_file_fails_after_the_documented_attempts(tmp_path: 
     assert err.getvalue() == f"edge-fer: {bogus}: cannot be opened as a video (tried 3 times)\n"
 
 
+@pytest.mark.parametrize("kind", ["a folder", "a FIFO"])
+def test_a_folder_or_a_fifo_as_the_source_is_said_to_be_one_and_fails(tmp_path: Path, kind: str) -> None:
+    source = tmp_path / "clip.avi"
+    if kind == "a folder":
+        source.mkdir()
+    else:
+        os.mkfifo(source)
+    t0 = time.monotonic()
+    with Capture(CameraConfig(source=str(source))) as cap:
+        with pytest.raises(EdgeFerError) as e:
+            while time.monotonic() - t0 < 20:
+                cap.latest(timeout=0.5)
+    assert str(e.value) == f"{source}: {kind}, not a video file (tried 3 times)"
+    err = io.StringIO()
+    assert main(["--source", str(source), "--set", "mqtt.enabled=false"], out=io.StringIO(), err=err) == EXIT_RUNTIME
+    assert err.getvalue() == f"edge-fer: {source}: {kind}, not a video file (tried 3 times)\n"
+
+
 def test_a_video_file_plays_at_its_own_rate_unless_file_fps_says_otherwise(tmp_path: Path) -> None:
     frames = [np.full((60, 80, 3), 10 + 2 * i, np.uint8) for i in range(20)]
     video = write_video(tmp_path / "v40.avi", frames, fps=40.0)

@@ -220,6 +220,29 @@ def test_file_names_with_control_characters_are_quoted(tmp_path: Path) -> None:
     assert json.loads(out)["image"] == str(weird)  # JSON escapes it and keeps the real name
 
 
+def test_publish_sends_the_image_file_name_without_its_folders(tmp_path: Path) -> None:
+    from tests.broker import Broker, Subscriber
+
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    photo = tmp_path / "home" / "alice" / "clinic-visit.png"  # the folders may say whose photo it is
+    photo.parent.mkdir(parents=True)
+    shutil.copy(ASTRONAUT, photo)
+    broker = Broker(tmp_path).start()
+    sub = Subscriber(broker.port, "edge_fer/#")
+    try:
+        code, out, err = run("--image", str(photo), "--json", "--publish", "--set", "mqtt.host=127.0.0.1",
+                             "--set", f"mqtt.port={broker.port}", "--set", "mqtt.device_id=cam")
+        assert code == EXIT_OK, err
+        assert sub.wait_for(lambda s: len(s.on("cam/events")) == 1, 10), "no image event"
+    finally:
+        sub.close()
+        broker.stop()
+    assert sub.on("cam/events")[0].json()["image"] == "clinic-visit.png"
+    assert b"alice" not in sub.on("cam/events")[0].payload
+    assert json.loads(out)["image"] == str(photo)  # the local output still names the file in full
+
+
 def _edge_fer(*argv: str, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("env", {**os.environ, "PYTHONPATH": str(ROOT)})
     return subprocess.run([sys.executable, "-m", "edge_fer", *argv], text=True, timeout=120, **kw)

@@ -228,3 +228,9 @@ def test_tls_files_that_are_missing_or_wrong_are_config_errors(tmp_path: Path) -
                           "--set", f"mqtt.keyfile={tmp_path / 'two.key'}")
     assert res.returncode == 2 and res.stderr.startswith("edge-fer: ") and len(res.stderr.splitlines()) == 1
     assert "mqtt.certfile and mqtt.keyfile cannot be used together" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("key", ["mqtt.password_file", "mqtt.ca_certs"])
+def test_a_nul_in_a_file_name_is_a_config_error_naming_the_key(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"{key}: cannot read 'a\\\\x00b' \\(No such file or directory\\)"):
+        load(None, ["mqtt.tls=true", f'{key}="a\\0b"'])

@@ -342,7 +342,7 @@ def test_image_publish_sends_one_event_per_face(tmp_path: Path, broker: Broker) 
         assert main(base + ["--set", f"mqtt.port={broker.port}"], out=out, err=err) == 0, err.getvalue()
         assert sub.wait_for(lambda s: len(s.on("edge_fer/cli/events")) == 1, 10)
         event = sub.on("edge_fer/cli/events")[0].json()
-        assert event["type"] == "image" and event["image"] == str(ASTRONAUT) and event["emotion"] == "happy"
+        assert event["type"] == "image" and event["image"] == ASTRONAUT.name and event["emotion"] == "happy"
         assert event["frame_size"] == [512, 512] and len(event["scores"]) == 7
         assert sub.on("/availability") == []  # a one-shot run does not speak for the daemon
         # A broker that is not there: the results are still printed, the failure is one line and status 4.

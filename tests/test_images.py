@@ -87,7 +87,8 @@ def _truncated_jpeg(d: Path, astronaut: Image.Image) -> Path:
     ("empty", "empty file"),
     ("text", "not an image format"),
     ("truncated", "corrupt or truncated"),
-    ("folder", "is a folder"),
+    ("folder", "cannot read (a folder, not a regular file)"),
+    ("device", "cannot read (a character device, not a regular file)"),  # endless, not empty
 ])
 def test_bad_files_raise_one_line(astronaut: Image.Image, tmp_path: Path, case: str, message: str) -> None:
     path = {
@@ -96,6 +97,7 @@ def test_bad_files_raise_one_line(astronaut: Image.Image, tmp_path: Path, case: 
         "text": lambda: (tmp_path / "notes.jpg", (tmp_path / "notes.jpg").write_text("hello\n"))[0],
         "truncated": lambda: _truncated_jpeg(tmp_path, astronaut),
         "folder": lambda: tmp_path,
+        "device": lambda: Path("/dev/zero"),
     }[case]()
     with pytest.raises(ImageError) as e:
         read_image(path, LIMIT)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -161,6 +163,56 @@ def test_discovery_replaces_old_topics_and_is_announced_again_when_home_assistan
     finally:
         pub.stop()
         sub.close()
+
+
+def test_a_flood_of_birth_messages_is_answered_once_per_window_and_events_still_go_out(broker: Broker,
+                                                                                       caplog) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge_fer import mqtt
+
+    window = 5.0  # as README documents it
+    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    topic = discovery_topic("homeassistant", "cam")
+    # Subscribers of their own topics only, so the flood cannot crowd out what they count.
+    discovery, events = Subscriber(broker.port, topic), Subscriber(broker.port, "edge_fer/cam/events")
+    pub = publisher(broker.port, queue_size=100).start()  # room for every event, not for the flood
+    # Anyone on the broker may say Home Assistant is online, as often as they like.
+    flood = paho.Client(CallbackAPIVersion.VERSION2)
+    flood.connect("127.0.0.1", broker.port)
+    flood.loop_start()
+    accepted = []
+    try:
+        assert discovery.wait_for(lambda s: len(s.messages) == 1, 10), "no discovery"
+        t0 = time.monotonic()
+        for i in range(2000):
+            sent = flood.publish("homeassistant/status", "online", qos=1)
+            if i % 100 == 0:
+                accepted.append(pub.publish_event({"seq": i}))
+        sent.wait_for_publish(60)  # the broker has them all (acknowledged in order)
+        last = flood.publish("homeassistant/status", "online", qos=1)  # the last request, after the flood
+        last.wait_for_publish(10)
+        asked = time.time()
+        flood_seconds = time.monotonic() - t0
+        assert all(accepted), f"{accepted.count(False)} of {len(accepted)} events refused during the flood"
+        assert events.wait_for(lambda s: len(s.messages) == len(accepted), 10), "events lost in the flood"
+        # The last request is honoured, once the window since the re-announcement before it has ended.
+        assert discovery.wait_for(lambda s: s.messages[-1].received >= asked, window + 10), \
+            "the last birth message was not answered"
+    finally:
+        pub.stop()  # nothing is announced after this
+        flood.disconnect()
+        flood.loop_stop()
+        discovery.close()
+        events.close()
+    announced = [m.received for m in discovery.messages][1:]  # after the one on connect
+    assert len(announced) <= 3 + flood_seconds / window, f"{len(announced)} re-announcements"
+    gaps = [b - a for a, b in zip(announced, announced[1:])]
+    assert gaps and min(gaps) >= 0.8 * window, gaps  # a little slack for delivery
+    lines = [r.getMessage() for r in caplog.records if "Home Assistant" in r.getMessage()]
+    assert 2 <= len(lines) <= 4, lines  # announced again at once; the flood noticed; every 1000th
+    assert mqtt.REANNOUNCE_SECONDS == window
 
 
 def test_turning_discovery_off_removes_every_entity(broker: Broker) -> None:

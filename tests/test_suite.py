@@ -15,6 +15,8 @@ from tests.conftest import ASTRONAUT, FER_TARBALL, ROOT
 from training import calibrate, suite
 
 MODEL = ROOT / "models" / "edge_fer_int8.tflite"
+# The model shipped until 2026-12-01: a sidecar without calibration.
+OLD = ROOT / "models" / "compare" / "edge_fer_2026-11-25_int8.tflite"
 WILD = FER_TARBALL.parent / "wild-dev.tar"
 
 
@@ -60,8 +62,8 @@ def test_calibration_recovers_the_temperature_of_overconfident_scores() -> None:
 
 def calibrated_copy(tmp_path: Path, calibration: object) -> Path:
     model = tmp_path / "m.tflite"
-    shutil.copy(MODEL, model)
-    meta = json.loads(MODEL.with_suffix(".json").read_text())
+    shutil.copy(OLD, model)
+    meta = json.loads(OLD.with_suffix(".json").read_text())
     meta["calibration"] = calibration
     model.with_suffix(".json").write_text(json.dumps(meta))
     return model
@@ -71,9 +73,11 @@ def test_the_sidecars_calibration_is_applied_and_a_model_without_one_loads_as_be
     import cv2
 
     face = cv2.resize(cv2.imread(str(ASTRONAUT), cv2.IMREAD_GRAYSCALE)[63:176, 178:268], (48, 48))
-    with EmotionClassifier(MODEL) as clf:
+    with EmotionClassifier(OLD) as clf:
         raw = clf.predict([face])
         assert clf.temperature == 1.0 and not clf.bias.any()
+    with EmotionClassifier(MODEL) as clf:  # the shipped model: temperature scaling, fitted on wild-dev
+        assert clf.meta["calibration"]["method"] == "temperature scaling" and clf.temperature != 1.0
     bias = [0.0, 0.5, 0.0, -1.0, 0.0, 0.0, 0.3]
     with EmotionClassifier(calibrated_copy(tmp_path, {"temperature": 2.0, "bias": bias})) as clf:
         got = clf.predict([face])
@@ -116,3 +120,26 @@ def test_the_suite_on_every_set_in_one_table(tmp_path: Path, capsys: pytest.Capt
     assert "not-judged rule at its defaults" in text and "| min_confidence |" in text
     rows = (tmp_path / "faces.csv").read_text().splitlines()
     assert rows[0].startswith("model,path,label,pred,confidence") and len(rows) > 50
+
+
+def test_the_previous_model_still_loads_and_answers_as_it_did() -> None:
+    import hashlib
+
+    sums = dict(reversed(line.split()) for line in (OLD.parent / "SHA256SUMS").read_text().splitlines())
+    assert hashlib.sha256(OLD.read_bytes()).hexdigest() == sums[OLD.name]
+    with EmotionClassifier(OLD) as clf:
+        assert "calibration" not in clf.meta and clf.temperature == 1.0 and not clf.bias.any()
+    (face,) = image_json(OLD)["faces"]
+    # What README showed for this model on the example photo before the calibrated one shipped.
+    assert (face["emotion"], round(face["confidence"], 2)) == ("happy", 0.91)
+
+
+def image_json(model: Path) -> dict:
+    """`edge-fer --image examples/astronaut.png --json` with another model."""
+    import io
+
+    from edge_fer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["--image", str(ASTRONAUT), "--json", "--model", str(model)], out=out, err=err) == 0, err.getvalue()
+    return json.loads(out.getvalue())

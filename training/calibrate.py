@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     # The sidecar's labels may be in another order than FER-2013's codes, which the suite's scores use.
     meta = json.loads(args.model.with_suffix(".json").read_text())
     order = [data.LABELS.index(name) for name in meta["labels"]]
-    result = {"temperature": round(t, 4), "bias": [round(float(bias[k]), 4) for k in order],
+    result = {"temperature": round(t, 4), **({"bias": [round(float(bias[k]), 4) for k in order]} if args.bias else {}),
               "fitted_on": f"wild-dev through the pipeline ({len(y)} faces found)",
-              "method": "vector scaling" if args.bias else "temperature scaling", "balance_power": args.balance,
+              "method": f"vector scaling (balance power {args.balance})" if args.bias else "temperature scaling",
               "wild_dev_ece_before": round(top_ece(probs, y), 4), "wild_dev_ece_after": round(top_ece(after, y), 4),
               "wild_dev_ece_held_out": round(top_ece(kept, y), 4),
               "wild_dev_accuracy_held_out": round(float(np.mean(kept.argmax(axis=1) == y)), 4),

@@ -100,7 +100,12 @@ def sidecar(state: dict, params: int, flip_tta: bool, quant: str, checkpoint: st
         "quantization": quant,
         "arch": a["arch"],
         "parameters": params,
-        "training": {"data": f"FER-2013 Training split ({n_train:,} images)", "command": state["command"],
+        "training": {"data": f"FER-2013 Training split ({n_train:,} images)"
+                             + (", less those FER+ dropped; FER+ votes in the targets"
+                                if a.get("ferplus") not in (None, "None") else "")
+                             + (", distilled from the teacher's scores (python -m training.teacher)"
+                                if a.get("teacher") not in (None, "None") else ""),
+                     "command": state["command"],
                      "checkpoint": checkpoint, "epochs": state["epoch"], "precision": state["precision"],
                      "wall_minutes": round(state["wall_seconds"] / 60, 1),
                      "best_public_test_epoch": state["best_epoch"]},

@@ -296,16 +296,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.suite", description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", type=Path, help=".tflite files, each with a .json sidecar")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fer2013.tar.gz (or its CSV)")
-    p.add_argument("--ferplus", type=Path, default=DEFAULT_DATA.parent / "fer2013new.csv", help="fer2013new.csv")
-    p.add_argument("--wild", type=Path, default=DEFAULT_DATA.parent / "wild-dev.tar",
-                   help="wild-dev.tar or its unpacked folder")
+    p.add_argument("--ferplus", type=Path, default=None, help="fer2013new.csv (default: beside --data)")
+    p.add_argument("--wild", type=Path, default=None, help="wild-dev.tar or its unpacked folder (default: beside --data)")
     p.add_argument("--final", action="store_true", help="also PrivateTest: for a shipped candidate's numbers only")
     p.add_argument("--limit", type=int, default=0, help="only N faces of each set (smoke runs)")
     p.add_argument("--report", type=Path, default=None, help="also write the markdown here")
     p.add_argument("--faces-csv", type=Path, default=None, help="write each wild-dev face's measures here")
     p.add_argument("--fer-python", default=None, metavar="PYTHON",
                    help="an interpreter with PyPI `fer` installed: also run fer's own pipeline on wild-dev")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.ferplus = args.ferplus or args.data.parent / "fer2013new.csv"
+    args.wild = args.wild or args.data.parent / "wild-dev.tar"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -75,7 +76,10 @@ def teacher_scores(peer: Path, faces: np.ndarray, workers: int = 1, chunk: int =
     """Teacher probabilities for every face, computed in `workers` processes."""
     check_peer(peer)
     jobs = [(str(peer), faces[i:i + chunk]) for i in range(0, len(faces), chunk)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    if workers == 1:
+        return np.concatenate([_scores(job) for job in jobs])
+    # Spawned, not forked: a fork of a process with threads running (TensorFlow's, OpenCV's) can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return np.concatenate(list(pool.map(_scores, jobs)))
 
 
