@@ -1,7 +1,7 @@
 """Which faces the classifier should not label: too small, too dark or flat, blurred, turned away, or unsure.
 
-Such a face is still found, tracked and scored; its emotion is reported as `UNSURE` with the reason, so that a
-confident wrong label never fires an automation.
+Such a face is still found, tracked and scored; its emotion is reported as `types.UNSURE` with the reason,
+so that a confident wrong label never fires an automation.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import cv2
 import numpy as np
 
 from edge_fer.config import UnsureConfig
-from edge_fer.types import UNSURE, Detection
-
-__all__ = ["UNSURE", "FaceQuality", "Reason", "judge", "quality"]
+from edge_fer.types import Detection
 
 # Where the nose tip sits between the eye line and the mouth line of a frontal face (models/face_framing.json:
 # eyes at y 18.37, nose 28.23, mouth corners 36.06 in the 48x48 frame).

@@ -47,11 +47,6 @@ class Face:
         """How a view names the face: its emotion and confidence, or why it is not judged."""
         return f"{UNSURE} ({self.unsure})" if self.unsure else f"{self.emotion} {self.confidence:.0%}"
 
-    @property
-    def guess(self) -> str:
-        """The top-scoring emotion, judged or not."""
-        return max(self.scores, key=self.scores.__getitem__) if self.scores else self.emotion
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"box": [int(v) for v in self.box], "emotion": self.emotion,
