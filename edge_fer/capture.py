@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import re
 import stat
 import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -18,6 +20,7 @@ from edge_fer.errors import EdgeFerError, UsageError, shown
 from edge_fer.types import Frame
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FAILURES_BEFORE_REOPEN = 10
 # A video file that exists but cannot be played is tried this often (0.5 s, then 1 s apart), then it is an
@@ -25,6 +28,11 @@ FAILURES_BEFORE_REOPEN = 10
 FILE_OPEN_ATTEMPTS = 3
 # Failed reads in a row that end a video file: damaged frames in between are skipped and counted.
 FILE_END_FAILURES = 25
+# A source that neither delivers nor fails for this long (stuck inside an open or a read) is stalled: its faces'
+# tracks end and the watchdog goes unfed, so systemd restarts a capture that never comes back.
+STALL_SECONDS = 3.0
+# FFmpeg gives up on a silent stream URL after this (its own default is 30 s), so it is reopened with backoff.
+NETWORK_TIMEOUT_MS = 6000
 
 
 def quiet_native_logs() -> None:
@@ -38,6 +46,20 @@ def quiet_native_logs() -> None:
     logging_api = getattr(cv2.utils, "logging", None)
     if logging_api is not None:
         logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
+
+
+class CameraState(str, enum.Enum):
+    """What the capture is doing; the value is what state messages and the log show."""
+
+    STARTING = "starting"
+    OK = "ok"
+    DOWN = "down"  # failed to open or read: retried with backoff
+    STALLED = "stalled"  # inside an open or a read that has not returned for STALL_SECONDS
+    ENDED = "ended"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class UnplayableVideo(OSError):
@@ -66,7 +88,12 @@ class OpenCVSource:
                 raise OSError(f"{shown(target)}: no such video file") from None
             if not stat.S_ISREG(mode):  # a folder or a FIFO never plays: an error, not something to wait for
                 raise UnplayableVideo(f"{shown(target)}: {file_kind(mode)}, not a video file")
-        self._cap = cv2.VideoCapture(target)
+        if isinstance(target, str) and "://" in target:
+            # Bound FFmpeg's open and every read: a server that accepts and never speaks must not hang them.
+            self._cap = cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                                                               cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS])
+        else:
+            self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
             if self.is_file:
                 raise UnplayableVideo(f"{shown(target)}: cannot be opened as a video")
@@ -145,7 +172,7 @@ class Capture:
     def __init__(self, cfg: CameraConfig) -> None:
         self.cfg = cfg
         self.stop_event = threading.Event()
-        self.state = "starting"  # starting, ok, down, ended, failed
+        self.state = CameraState.STARTING
         self.error = ""  # why it failed, for the one line the user sees
         self.frames = 0
         self.dropped = 0
@@ -153,6 +180,8 @@ class Capture:
         self._latest: Frame | None = None
         self._taken_seq = 0
         self._cond = threading.Condition()
+        self._busy_since: float | None = None  # when the open or read now under way began
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def __enter__(self) -> "Capture":
@@ -164,20 +193,37 @@ class Capture:
         self.close()
 
     def close(self, timeout: float = 3.0) -> None:
-        """Stop the thread and release the source."""
+        """Stop the thread and release the source; waits once, as a thread stuck in a native read never returns."""
         self.stop_event.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        if not self._closed and self._thread.is_alive():
+            self._thread.join(timeout)  # still alive after: a daemon thread, left behind without blocking the exit
+        self._closed = True
 
-    def _set_state(self, state: str, detail: str = "") -> None:
-        if state != self.state:
-            level = logging.INFO if state in ("ok", "ended") else logging.WARNING
-            log.log(level, "camera %s: %s%s", shown(self.cfg.source), state, f" ({detail})" if detail else "")
-            self.state = state
-            with self._cond:
+    def _set_state(self, state: CameraState, detail: str = "") -> None:
+        with self._cond:  # the pipeline's thread also sets STALLED
+            if state != self.state:
+                level = logging.INFO if state in (CameraState.OK, CameraState.ENDED) else logging.WARNING
+                log.log(level, "camera %s: %s%s", shown(self.cfg.source), state, f" ({detail})" if detail else "")
+                self.state = state
                 self._cond.notify_all()
+
+    def _check_stall(self) -> None:
+        """Mark the capture stalled once an open or a read has not returned for STALL_SECONDS."""
+        with self._cond:
+            since = self._busy_since
+            if since is not None and time.monotonic() - since > STALL_SECONDS \
+                    and self.state not in (CameraState.STALLED, CameraState.ENDED, CameraState.FAILED):
+                self._set_state(CameraState.STALLED, f"no frame for {STALL_SECONDS:.0f} s")
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one open or read, noting when it began so a call that never returns is seen."""
+        self._busy_since = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self._busy_since = None
 
     def latest(self, timeout: float) -> Frame | None:
         """The newest frame not yet taken, waiting up to `timeout`; None if none came or capture ended.
@@ -185,8 +231,9 @@ class Capture:
         Raises EdgeFerError once the source has failed for good (a video file that cannot be played)."""
         with self._cond:
             self._cond.wait_for(lambda: (self._latest is not None and self._latest.seq > self._taken_seq)
-                                or self.state in ("ended", "failed") or self.stop_event.is_set(), timeout)
-            if self.state == "failed":
+                                or self.state in (CameraState.ENDED, CameraState.FAILED) or self.stop_event.is_set(), timeout)
+            self._check_stall()
+            if self.state == CameraState.FAILED:
                 raise EdgeFerError(self.error)
             frame = self._latest
             if frame is None or frame.seq <= self._taken_seq:
@@ -207,18 +254,18 @@ class Capture:
         unplayable = 0
         while not self.stop_event.is_set():
             try:
-                source = open_source(self.cfg)
+                source = self._call(lambda: open_source(self.cfg))
             except UnplayableVideo as e:
                 unplayable += 1
                 if unplayable >= FILE_OPEN_ATTEMPTS:
                     self._fail(f"{e} (tried {unplayable} times)")
                     return
-                self._set_state("down", str(e))
+                self._set_state(CameraState.DOWN, str(e))
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
                 continue
             except (OSError, cv2.error, RuntimeError) as e:
-                self._set_state("down", str(e))
+                self._set_state(CameraState.DOWN, str(e))
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
                 continue
@@ -228,7 +275,7 @@ class Capture:
                 source.close()
             if result == "ended":
                 skipped = f"; damaged frames skipped: {self.bad_frames}" if self.bad_frames else ""
-                self._set_state("ended", f"end of the video file{skipped}")
+                self._set_state(CameraState.ENDED, f"end of the video file{skipped}")
                 return
             if result == "failed":
                 if getattr(source, "is_file", False):
@@ -236,7 +283,7 @@ class Capture:
                     if unplayable >= FILE_OPEN_ATTEMPTS:
                         self._fail(f"{shown(self.cfg.source)}: no frame could be decoded (tried {unplayable} times)")
                         return
-                self._set_state("down", "no frames")
+                self._set_state(CameraState.DOWN, "no frames")
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
             else:
@@ -244,7 +291,7 @@ class Capture:
 
     def _fail(self, error: str) -> None:
         self.error = error
-        self._set_state("failed", error)
+        self._set_state(CameraState.FAILED, error)
 
     def _read_until_failure(self, source: Source) -> str:
         """Read frames until stop ('stopped'), a file's end ('ended', unless looping) or repeated failure."""
@@ -256,9 +303,12 @@ class Capture:
         next_t = time.monotonic()
         delivered = False
         while not self.stop_event.is_set():
-            image = source.read()
+            started = time.monotonic()
+            image = self._call(source.read)
             if image is None:
                 failures += 1
+                if time.monotonic() - started > STALL_SECONDS:
+                    return "failed"  # it timed out, not just a bad frame: reopen now, not after more timeouts
                 if is_file and delivered:
                     # A damaged frame fails one read and the next ones decode; the end fails every read.
                     if failures >= FILE_END_FAILURES:
@@ -275,7 +325,7 @@ class Capture:
                 self.bad_frames += failures
             failures = 0
             delivered = True
-            self._set_state("ok")
+            self._set_state(CameraState.OK)
             self._publish(image)
             if is_file:
                 next_t += period

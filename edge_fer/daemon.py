@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_fer.analyze import Analyzer
-from edge_fer.capture import Capture
+from edge_fer.capture import CameraState, Capture
 from edge_fer.config import Config
 from edge_fer.events import EventFactory, state_doc
 from edge_fer.pipeline import Pipeline
@@ -90,11 +90,14 @@ class Daemon:
         log.info("running: source %s, device %s", self.cfg.camera.source, self.cfg.mqtt.device_id)
         camera_was = ""
         while not self.stop.is_set():
-            self.notifier.watchdog()
             frame = capture.latest(timeout=0.25)
             now = time.monotonic()
+            if frame is not None or capture.state == CameraState.DOWN:
+                # Fed by progress only (a frame, or a camera being retried): a capture stuck in a read, or a
+                # pipeline stuck on a frame, starves the watchdog and systemd restarts the service.
+                self.notifier.watchdog()
             if frame is None:
-                if capture.state == "ended":
+                if capture.state == CameraState.ENDED:
                     log.info("end of the video file: stopping")
                     return
                 # No frames: faces cannot be seen, so their tracks end on time.
@@ -115,7 +118,7 @@ class Daemon:
 
     def shutdown(self, capture: Capture, publisher: Publisher) -> None:
         """Stop in order: capture, then the pipeline's open tracks, then MQTT (offline before disconnect)."""
-        capture.close()
+        capture.close()  # a no-op after the `with`: a capture stuck in a read is waited for once
         self._send(publisher, self.pipeline.end_tracks(time.monotonic()))
         self._maybe_state(capture, publisher, time.monotonic(), True)
         publisher.stop()
