@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,25 @@ def start_daemon(config: Path, notify: NotifySocket | None = None, watchdog_usec
         args.append("--display")
     return subprocess.Popen([sys.executable, "-m", "edge_fer", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def running(config: Path, notify: NotifySocket | None = None, watchdog_usec: int = 0, display: str = "",
+            closing: tuple[Callable[[], object], ...] = ()) -> Iterator[subprocess.Popen]:
+    """The daemon on `config`; killed if it is still running at the end, then each of `closing` called."""
+    proc = start_daemon(config, notify, watchdog_usec, display)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for close in closing:
+            close()
+
+
+def camera_states(err: str) -> list[str]:
+    """The camera states the daemon logged, in order."""
+    return [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines() if "edge_fer.capture: camera" in line]
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
@@ -433,7 +454,7 @@ def test_stream_url_that_stops_answering_is_reopened(tmp_path: Path, broker: Bro
         server.server_close()
         sub.close()
     assert code == 0
-    states = [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines() if "edge_fer.capture: camera" in line]
+    states = camera_states(err)
     # Each change is logged once; (a finite file served over HTTP also goes "down" at its end and replays.)
     assert "down" in states and "ok" in states[states.index("down"):], states
     assert all(a != b for a, b in zip(states, states[1:]))
@@ -541,8 +562,8 @@ def test_sighup_reloads_with_reloading_then_ready_and_stopping_only_at_the_end(
     config = write_config(tmp_path / "c.yaml", video, broker.port, camera={"loop": True})
     notify = NotifySocket(tmp_path / "notify.sock")
     sub = Subscriber(broker.port)
-    proc = start_daemon(config, notify, display=request.getfixturevalue("xvfb") if window else "")
-    try:
+    display = request.getfixturevalue("xvfb") if window else ""
+    with running(config, notify, display=display, closing=(notify.close, sub.close)) as proc:
         assert until(lambda: lifecycle(notify), 30), "no READY=1 at start-up"
         assert sub.wait_for(lambda s: len(s.on("edge_fer/testcam/state")) >= 1, 10), "no state before the reload"
         # A valid change that shows: under its new device id the new pipeline publishes on topics of its own.
@@ -555,11 +576,6 @@ def test_sighup_reloads_with_reloading_then_ready_and_stopping_only_at_the_end(
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         code, err = finish(proc, 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        notify.close()
-        sub.close()
     assert code == 0, err
     assert "configuration reloaded" in err and "Traceback" not in err
     life = lifecycle(notify)

@@ -12,7 +12,8 @@ import cv2
 
 from tests.broker import Broker, Subscriber, until
 from tests.conftest import paste_faces
-from tests.test_daemon import NotifySocket, broker, finish, pytestmark, start_daemon, write_config  # noqa: F401
+from tests.test_daemon import (NotifySocket, broker, camera_states, finish, pytestmark,  # noqa: F401
+                               running, write_config)
 
 
 class SilentServer:
@@ -60,9 +61,8 @@ def test_silent_stream_stalls_without_pings_and_sigterm_exits_promptly(tmp_path:
     server = SilentServer()
     sub = Subscriber(broker.port)
     notify = NotifySocket(tmp_path / "notify.sock")
-    proc = start_daemon(write_config(tmp_path / "c.yaml", f"http://127.0.0.1:{server.port}/cam.mjpg", broker.port),
-                        notify, watchdog_usec=200_000)
-    try:
+    config = write_config(tmp_path / "c.yaml", f"http://127.0.0.1:{server.port}/cam.mjpg", broker.port)
+    with running(config, notify, watchdog_usec=200_000, closing=(server.close, notify.close, sub.close)) as proc:
         assert sub.wait_for(lambda s: "stalled" in _states(s), 30), _states(sub)
         # Stuck in the open: no frame and not down, so nothing feeds the watchdog.
         assert "WATCHDOG=1" not in notify.messages
@@ -70,12 +70,6 @@ def test_silent_stream_stalls_without_pings_and_sigterm_exits_promptly(tmp_path:
         proc.send_signal(signal.SIGTERM)
         code, err = finish(proc, 10)
         took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.close()
-        notify.close()
-        sub.close()
     assert code == 0 and took < 5, (code, took, err[-2000:])
     assert err.count(": stalled (no frame for") == 1, err[-2000:]
 
@@ -87,8 +81,7 @@ def test_stream_that_stalls_ends_the_open_track_and_is_retried(tmp_path: Path, b
     notify = NotifySocket(tmp_path / "notify.sock")
     config = write_config(tmp_path / "c.yaml", f"http://127.0.0.1:{server.port}/cam.mjpg", broker.port,
                           camera={"reopen_max_seconds": 1.0})
-    proc = start_daemon(config, notify, watchdog_usec=200_000)
-    try:
+    with running(config, notify, watchdog_usec=200_000, closing=(server.close, notify.close, sub.close)) as proc:
         assert sub.wait_for(lambda s: [m.json()["type"] for m in s.on("/events")][:1] == ["start"], 30)
         # The face was in view when the stream went silent: its track ends on time, while the daemon runs.
         assert sub.wait_for(lambda s: [m.json()["type"] for m in s.on("/events")] == ["start", "end"], 15)
@@ -99,12 +92,6 @@ def test_stream_that_stalls_ends_the_open_track_and_is_retried(tmp_path: Path, b
         assert until(lambda: notify.messages.count("WATCHDOG=1") > pings, 5)
         proc.send_signal(signal.SIGTERM)
         code, err = finish(proc, 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.close()
-        notify.close()
-        sub.close()
     assert code == 0, err[-2000:]
-    states = [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines() if "edge_fer.capture: camera" in line]
+    states = camera_states(err)
     assert states[:3] == ["ok", "stalled", "down"], states

@@ -55,12 +55,6 @@ def top_ece(probs: np.ndarray, y: np.ndarray) -> float:
     return suite.ece(probs.argmax(axis=1) == y, probs.max(axis=1))
 
 
-def balanced(probs: np.ndarray, y: np.ndarray) -> float:
-    """Mean recall over the classes present."""
-    pred = probs.argmax(axis=1)
-    return float(np.mean([(pred[y == k] == k).mean() for k in np.unique(y)]))
-
-
 def held_out(probs: np.ndarray, y: np.ndarray, with_bias: bool, balance: float) -> np.ndarray:
     """Scores of each photo calibrated by a fit on the other half (even and odd photos)."""
     halves = (np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1)
@@ -88,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     probs, y = scored.probs[scored.found], scored.y[scored.found]
     t, bias = fit(probs, y, args.bias, args.balance)
     after, kept = scaled(probs, t, bias), held_out(probs, y, args.bias, args.balance)
+    held = suite.metrics(suite.Scored(y, kept, np.ones(len(y), bool)))
     # The sidecar's labels may be in another order than FER-2013's codes, which the suite's scores use.
     meta = json.loads(args.model.with_suffix(".json").read_text())
     order = [data.LABELS.index(name) for name in meta["labels"]]
@@ -96,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
               "method": f"vector scaling (balance power {args.balance})" if args.bias else "temperature scaling",
               "wild_dev_ece_before": round(top_ece(probs, y), 4), "wild_dev_ece_after": round(top_ece(after, y), 4),
               "wild_dev_ece_held_out": round(top_ece(kept, y), 4),
-              "wild_dev_accuracy_held_out": round(float(np.mean(kept.argmax(axis=1) == y)), 4),
-              "wild_dev_balanced_accuracy_held_out": round(balanced(kept, y), 4)}
+              **{f"wild_dev_{k}_held_out": round(held[k], 4) for k in ("accuracy", "balanced_accuracy")}}
     meta["calibration"] = result
     side = args.model.with_suffix(".json")
     tmp = side.with_suffix(".json.tmp")

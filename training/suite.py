@@ -67,17 +67,14 @@ def ece(correct: np.ndarray, confidence: np.ndarray, bins: int = ECE_BINS) -> fl
 
 def metrics(s: Scored) -> dict:
     """Accuracy, balanced accuracy, macro-F1, recall per class, confusion (a last column for not found) and ECE."""
+    from training.evaluate import f1_table
+
     n = len(data.LABELS)
     pred = s.pred
-    cm = np.zeros((n, n + 1), np.int64)
-    np.add.at(cm, (s.y, np.where(pred == NOT_FOUND, n, pred)), 1)
-    tp = np.diag(cm[:, :n]).astype(np.float64)
-    support = cm.sum(1)
-    called = cm[:, :n].sum(0)
-    recall = np.divide(tp, support, out=np.zeros(n), where=support > 0)
-    precision = np.divide(tp, called, out=np.zeros(n), where=called > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
-    present = support > 0
+    # "Not found" is one more predicted class: it counts against recall, and no true face has it.
+    cm, _, recall, f1 = f1_table(s.y, np.where(pred == NOT_FOUND, n, pred), n + 1)
+    cm, recall, f1 = cm[:n], recall[:n], f1[:n]
+    present = cm.sum(1) > 0
     correct = pred == s.y
     return {"n": len(s.y), "found": float(s.found.mean()), "accuracy": float(correct.mean()),
             "balanced_accuracy": float(recall[present].mean()), "macro_f1": float(f1[present].mean()),
