@@ -6,7 +6,7 @@ Each face is upscaled to 160 px, rotated by a random angle in [-20, 20] degrees 
 them) and pasted into a 640x480 gray frame. Every detector/crop pairing then finds and
 classifies it. Reported: faces found, and accuracy over the faces each pairing found and over
 all faces (a missed face counts as wrong). "Box crop" is the crop the Haar pipeline used before
-alignment (the detector's box, resized); "framed" is edge_fer.align (landmarks or calibrated box).
+alignment (the detector's box, resized); "framed" is edge_fer.vision.align (landmarks or calibrated box).
 Nothing here is tuned: the framing comes from the Training split (training/calibrate_framing.py).
 """
 
@@ -22,10 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_fer.align import Framing  # noqa: E402
-from edge_fer.classifier import EmotionClassifier  # noqa: E402
+from edge_fer.vision.align import Framing  # noqa: E402
+from edge_fer.vision.classifier import EmotionClassifier  # noqa: E402
 from edge_fer.config import HaarConfig, YunetConfig  # noqa: E402
-from edge_fer.detector import HaarDetector, YuNetDetector  # noqa: E402
+from edge_fer.vision.detector import HaarDetector, YuNetDetector  # noqa: E402
 from edge_fer.types import Detection  # noqa: E402
 from tests.conftest import FER_TARBALL  # noqa: E402
 from training import data  # noqa: E402

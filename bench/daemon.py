@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_fer.images import read_image  # noqa: E402
+from edge_fer.vision.images import read_image  # noqa: E402
 from tests.broker import Broker, Subscriber  # noqa: E402
 from tests.conftest import FER_TARBALL, NO_FACE_IMAGES, paste_faces, write_video  # noqa: E402
 from training import data  # noqa: E402

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_fer.config import HaarConfig  # noqa: E402
-from edge_fer.detector import HaarDetector  # noqa: E402
-from edge_fer.images import read_image  # noqa: E402
+from edge_fer.vision.detector import HaarDetector  # noqa: E402
+from edge_fer.vision.images import read_image  # noqa: E402
 from tests.conftest import ASTRONAUT, FER_TARBALL, NO_FACE_IMAGES, overlap, paste_faces  # noqa: E402
 from training import data  # noqa: E402
 

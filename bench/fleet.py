@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_fer.config import MqttConfig  # noqa: E402
-from edge_fer.events import EventFactory  # noqa: E402
-from edge_fer.mqtt import MqttPublisher  # noqa: E402
+from edge_fer.messaging.events import EventFactory  # noqa: E402
+from edge_fer.messaging.mqtt import MqttPublisher  # noqa: E402
 from edge_fer.types import TrackEvent  # noqa: E402
 from tests.broker import Broker, Subscriber, until  # noqa: E402
 
@@ -123,7 +123,7 @@ class Plan:
 
 def shard(plan: Plan, first: int, count: int, results: mp.Queue, go: mp.Event, finish: mp.Event) -> None:
     """One process of the fleet: `count` devices driven from one thread by a heap of due times."""
-    logging.getLogger("edge_fer.mqtt").setLevel(logging.ERROR)
+    logging.getLogger("edge_fer.messaging.mqtt").setLevel(logging.ERROR)
     rng = random.Random(plan.seed * 100003 + first)
     rss0, threads0 = rss_kib(), threading.active_count()
     fleet: list[SimDevice] = []
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = p.parse_args(argv)
     # Hundreds of devices each say "lost" and "unreachable" once per broker crash; takeovers still show.
-    logging.getLogger("edge_fer.mqtt").setLevel(logging.ERROR)
+    logging.getLogger("edge_fer.messaging.mqtt").setLevel(logging.ERROR)
     figures = run(args.devices, args.seconds, args.restart_broker_at, args.down_seconds, args.events_per_minute,
                   args.state_interval, args.queue_size, args.protocol, args.seed, args.per_process,
                   log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ("import resource, sys; from edge_fer.cli import main; status = main(sys.argv[1:]); "
+RUN = ("import resource, sys; from edge_fer.cli.main import main; status = main(sys.argv[1:]); "
        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr); sys.exit(status)")
 
 

@@ -168,7 +168,7 @@ def worker_edge(media: Path) -> dict:
 
     cv2.setNumThreads(1)
     sys.path.insert(0, str(ROOT))
-    from edge_fer.analyze import Analyzer
+    from edge_fer.vision.analyze import Analyzer
     from edge_fer.config import load
 
     photos, videos, truth = read_media(media)
@@ -213,7 +213,7 @@ def worker_edge(media: Path) -> dict:
 
 def daemon_run(an, cfg, frames: list, fps: float) -> dict:
     """Run a fresh pipeline (the daemon's per-frame step) over a video at its frame rate; tracks, changes, time."""
-    from edge_fer.pipeline import Pipeline
+    from edge_fer.live.pipeline import Pipeline
     from edge_fer.types import Frame
 
     pipeline = Pipeline(cfg, an)

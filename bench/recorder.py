@@ -36,8 +36,8 @@ import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from daemon import proc_figures  # noqa: E402  (bench/daemon.py)
-from edge_fer.events import utc_iso  # noqa: E402
-from edge_fer.store import EMOTIONS, is_postgres, open_store  # noqa: E402
+from edge_fer.messaging.events import utc_iso  # noqa: E402
+from edge_fer.recorder.store import EMOTIONS, is_postgres, open_store  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.postgres import Postgres  # noqa: E402
 

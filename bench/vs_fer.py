@@ -45,7 +45,7 @@ def faces_label(n: int | str) -> str:
 def make_frames(data_path: Path, out: Path) -> None:
     """Write the benchmark frames and crops to an .npz file."""
     sys.path.insert(0, str(ROOT))
-    from edge_fer.images import read_image
+    from edge_fer.vision.images import read_image
     from tests.conftest import NO_FACE_IMAGES, paste_faces
     from training import data
 
@@ -95,7 +95,7 @@ def worker_edge(z: np.lib.npyio.NpzFile) -> dict:
     sys.path.insert(0, str(ROOT))
     from edge_fer import Analyzer
     from edge_fer.config import load
-    from edge_fer.pipeline import Pipeline
+    from edge_fer.live.pipeline import Pipeline
     from edge_fer.types import Frame
 
     an = Analyzer()
@@ -144,7 +144,7 @@ def peer_accuracy(data_path: Path, tmp: Path) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "bench"))
     import fer_peer_model
 
-    from edge_fer.classifier import default_model_path
+    from edge_fer.vision.classifier import default_model_path
     from training import data
     from training.evaluate import evaluate_model
 

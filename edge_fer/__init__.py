@@ -8,8 +8,9 @@ from typing import Any
 __version__ = "0.1.0"
 # The public names load OpenCV and the model runtime on first use, so that the event, MQTT and recorder
 # modules (which import this package) stay light.
-_PUBLIC = {"Analyzer": "analyze", "Face": "types", "analyze_image": "analyze", "EmotionClassifier": "classifier",
-           "FaceDetector": "detector", "HaarDetector": "detector", "YuNetDetector": "detector"}
+_PUBLIC = {"Analyzer": "vision.analyze", "Face": "types", "analyze_image": "vision.analyze",
+           "EmotionClassifier": "vision.classifier", "FaceDetector": "vision.detector",
+           "HaarDetector": "vision.detector", "YuNetDetector": "vision.detector"}
 __all__ = [*sorted(_PUBLIC), "__version__"]
 
 

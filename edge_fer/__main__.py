@@ -1,5 +1,5 @@
 """python -m edge_fer."""
 
-from edge_fer.cli import entry
+from edge_fer.cli.main import entry
 
 entry()

@@ -96,7 +96,7 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class UnsureConfig:
-    """When a face is reported `unsure` instead of labelled (edge_fer/judge.py; chosen on wild-dev, see README)."""
+    """When a face is reported `unsure` instead of labelled (edge_fer/vision/judge.py; chosen on wild-dev, see README)."""
 
     enabled: bool = True
     min_confidence: float = _within(0.45, 0.0, 1.0)

@@ -14,7 +14,7 @@ Point = tuple[float, float]
 # YuNet's five points, in this order: right eye, left eye, nose tip, right and left mouth corner
 # ("right" is the person's right, on the left of the picture).
 Landmarks = tuple[Point, Point, Point, Point, Point]
-# The emotion of a face the classifier should not label (edge_fer/judge.py says which); its scores stay.
+# The emotion of a face the classifier should not label (edge_fer/vision/judge.py says which); its scores stay.
 UNSURE = "unsure"
 # Two boxes covering this much of the smaller one are one face (Haar groups overlapping windows loosely).
 SAME_FACE_OVERLAP = 0.5

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_fer.annotate import _hits, _layout, annotate
-from edge_fer.cli import main
+from edge_fer.vision.annotate import _hits, _layout, annotate
+from edge_fer.cli.main import main
 from edge_fer.errors import EXIT_OK
 from edge_fer.types import Face
 from tests.conftest import ASTRONAUT

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.capture import Capture
-from edge_fer.cli import main
+from edge_fer.live.capture import Capture
+from edge_fer.cli.main import main
 from edge_fer.config import CameraConfig
 from edge_fer.errors import EXIT_RUNTIME, EdgeFerError
 from tests.conftest import ROOT, write_video
@@ -173,7 +173,7 @@ def test_picamera2_broken_by_numpy_2_says_what_to_do(tmp_path, monkeypatch) -> N
 
     import pytest
 
-    from edge_fer.capture import _import_picamera2
+    from edge_fer.live.capture import _import_picamera2
     from edge_fer.errors import UsageError
 
     (tmp_path / "picamera2").mkdir()

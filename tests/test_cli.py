@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.cli import main
+from edge_fer.cli.main import main
 from edge_fer.errors import EXIT_INPUT, EXIT_MODEL, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from tests.conftest import ASTRONAUT, NO_FACE_IMAGES, ROOT, paste_faces
 
@@ -272,7 +272,7 @@ def big_png(tmp_path_factory) -> Path:
 
 
 def test_a_49_megapixel_image_decodes_within_the_memory_budget(big_png: Path) -> None:
-    code = ("import resource, sys; from edge_fer.cli import main; status = main(sys.argv[1:]); "
+    code = ("import resource, sys; from edge_fer.cli.main import main; status = main(sys.argv[1:]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr); sys.exit(status)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, "-c", code, "--image", str(big_png)], env=env, capture_output=True,
@@ -302,7 +302,7 @@ def test_out_of_memory_is_one_line_and_the_other_images_answered(big_png: Path) 
 
 def test_without_tkinter_the_daemon_runs_headless_and_the_window_says_what_to_install(face_video: Path) -> None:
     # Raspberry Pi OS Lite has no python3-tk: importing tkinter fails there, as it does with this stand-in.
-    blocked = ("import sys; sys.modules['tkinter'] = None; from edge_fer.cli import main; "
+    blocked = ("import sys; sys.modules['tkinter'] = None; from edge_fer.cli.main import main; "
                "sys.exit(main(sys.argv[1:]))")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["PYTHONPATH"] = str(ROOT)

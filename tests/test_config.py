@@ -83,7 +83,7 @@ def test_password_and_device_id_are_resolved_once_at_load_and_never_shown(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    from edge_fer.cli import main
+    from edge_fer.cli.main import main
 
     monkeypatch.setenv("EDGE_FER_TEST_PW", "s3cret-env")
     cfg = load(None, ["mqtt.password_env=EDGE_FER_TEST_PW"])

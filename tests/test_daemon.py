@@ -120,7 +120,7 @@ def running(config: Path, notify: NotifySocket | None = None, watchdog_usec: int
 
 def camera_states(err: str) -> list[str]:
     """The camera states the daemon logged, in order."""
-    return [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines() if "edge_fer.capture: camera" in line]
+    return [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines() if "edge_fer.live.capture: camera" in line]
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
@@ -353,7 +353,7 @@ def test_refused_credentials_are_logged_and_retried_without_a_crash(tmp_path: Pa
 def test_image_publish_sends_one_event_per_face(tmp_path: Path, broker: Broker) -> None:
     import io
 
-    from edge_fer.cli import main
+    from edge_fer.cli.main import main
     from tests.conftest import ASTRONAUT
 
     sub = Subscriber(broker.port)
@@ -377,7 +377,7 @@ def test_image_publish_sends_one_event_per_face(tmp_path: Path, broker: Broker) 
 
 def test_queue_bound_keeps_the_oldest_and_counts_what_it_drops(tmp_path: Path, caplog) -> None:
     from edge_fer.config import MqttConfig
-    from edge_fer.mqtt import MqttPublisher
+    from edge_fer.messaging.mqtt import MqttPublisher
 
     broker = Broker(tmp_path)
     pub = MqttPublisher(MqttConfig(host="127.0.0.1", port=broker.port, queue_size=5, discovery=False), "q").start()
@@ -400,7 +400,7 @@ def test_frames_that_change_size_or_are_blank_do_not_break_the_pipeline(tmp_path
     import numpy as np
 
     from edge_fer.config import load
-    from edge_fer.pipeline import Pipeline
+    from edge_fer.live.pipeline import Pipeline
     from edge_fer.types import Frame
 
     pipeline = Pipeline(load(None, ["mqtt.enabled=false"]))
@@ -463,7 +463,7 @@ def test_stream_url_that_stops_answering_is_reopened(tmp_path: Path, broker: Bro
 def test_tls_and_password_file(tmp_path: Path) -> None:
     import io
 
-    from edge_fer.cli import main
+    from edge_fer.cli.main import main
     from tests.conftest import ASTRONAUT
 
     openssl = shutil.which("openssl")

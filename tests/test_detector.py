@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.align import Framing, eye_angle
-from edge_fer.analyze import Analyzer
-from edge_fer.cli import main
+from edge_fer.vision.align import Framing, eye_angle
+from edge_fer.vision.analyze import Analyzer
+from edge_fer.cli.main import main
 from edge_fer.config import Config, HaarConfig, YunetConfig, load
-from edge_fer.detector import HaarDetector, YuNetDetector, one_per_face, shipped_model
+from edge_fer.vision.detector import HaarDetector, YuNetDetector, one_per_face, shipped_model
 from edge_fer.errors import EXIT_MODEL, ConfigError, ModelError
-from edge_fer.images import read_image
+from edge_fer.vision.images import read_image
 from edge_fer.types import Detection
 from tests.conftest import ASTRONAUT, NO_FACE_IMAGES, overlap, paste_faces
 
@@ -111,7 +111,7 @@ def test_the_shipped_yunet_file_is_checked_against_its_checksum(tmp_path: Path, 
     data = bytearray(shipped_model("face_detection_yunet_2023mar.onnx").read_bytes())
     data[-10] ^= 0xFF  # one byte changed
     (fake / "face_detection_yunet_2023mar.onnx").write_bytes(bytes(data))
-    monkeypatch.setattr("edge_fer.detector.shipped_model", lambda name: fake / name)
+    monkeypatch.setattr("edge_fer.vision.detector.shipped_model", lambda name: fake / name)
     with pytest.raises(ModelError, match="checksum mismatch"):
         YuNetDetector()
 
@@ -168,7 +168,7 @@ def test_the_shipped_files_are_where_the_runtime_looks(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend, faces", [("yunet", "clear_faces"), ("haar", "clear_faces_haar")])
 def test_the_daemon_step_tracks_a_face_with_either_backend(backend: str, faces: str, request) -> None:
-    from edge_fer.pipeline import Pipeline
+    from edge_fer.live.pipeline import Pipeline
     from edge_fer.types import Frame
 
     clear = request.getfixturevalue(faces)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from edge_fer.cli import main
+from edge_fer.cli.main import main
 from edge_fer.config import Config, key_name, load
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, ConfigError
 from tests.conftest import ASTRONAUT

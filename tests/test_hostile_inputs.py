@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_fer.errors import EXIT_INPUT, EXIT_USAGE
-from edge_fer.store import open_store
+from edge_fer.recorder.store import open_store
 from tests.broker import free_port
 from tests.conftest import ASTRONAUT, ROOT
 
@@ -72,7 +72,7 @@ def test_an_empty_mqtt_host_is_refused_when_the_config_is_loaded(tmp_path: Path,
 
 
 def test_empty_option_values_are_refused_not_taken_for_absent(tmp_path: Path) -> None:
-    from edge_fer.record import main
+    from edge_fer.recorder.record import main
 
     db = tmp_path / "events.db"
     open_store(str(db)).close()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from edge_fer.errors import ImageError, WriteError
-from edge_fer.images import expand_paths, read_image, write_file
+from edge_fer.vision.images import expand_paths, read_image, write_file
 from tests.conftest import ASTRONAUT
 
 LIMIT = 50_000_000

@@ -10,11 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_fer.cli import main
+from edge_fer.cli.main import main
 from edge_fer.config import TrackingConfig, UnsureConfig
 from edge_fer.errors import EXIT_OK
-from edge_fer.judge import Reason, judge, pose, quality
-from edge_fer.tracking import Tracker
+from edge_fer.vision.judge import Reason, judge, pose, quality
+from edge_fer.live.tracking import Tracker
 from edge_fer.types import UNSURE, Detection, Face
 from tests.conftest import ASTRONAUT
 

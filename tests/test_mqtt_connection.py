@@ -15,8 +15,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_fer.config import MqttConfig
-from edge_fer.events import discovery_topic
-from edge_fer.mqtt import MqttPublisher
+from edge_fer.messaging.events import discovery_topic
+from edge_fer.messaging.mqtt import MqttPublisher
 from tests.broker import Broker, Subscriber, free_port, until
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
@@ -54,7 +54,7 @@ class V5Subscriber:
 
 
 def test_mqtt5_by_default_with_message_expiry_on_events(broker: Broker, caplog) -> None:
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     sub = V5Subscriber(broker.port, "edge_fer/cam/events")
     with make(broker.port, message_expiry_seconds=600) as pub:
         assert pub.connected.wait(10) and pub.protocol == "5"
@@ -140,7 +140,7 @@ class Mqtt311OnlyBroker:
 
 
 def test_falls_back_to_311_where_the_broker_has_no_mqtt5(broker: Broker, caplog) -> None:
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     old = Mqtt311OnlyBroker(broker.port)
     sub = Subscriber(broker.port, "edge_fer/cam/events")
     try:
@@ -175,7 +175,7 @@ def logged_once(caplog, pub: MqttPublisher, expected: str, level: int) -> None:
     ("dns", "DNS: cannot resolve 'no-such-host.invalid'"),
 ])
 def test_each_kind_of_connection_failure_is_logged_once_with_its_reason(caplog, how: str, expected: str) -> None:
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     host = "no-such-host.invalid" if how == "dns" else "127.0.0.1"
     with make(free_port(), host=host) as pub:
         logged_once(caplog, pub, expected, logging.WARNING)
@@ -195,7 +195,7 @@ def test_a_certificate_that_is_not_trusted_is_logged_once_as_tls(tmp_path: Path,
     broker.conf.write_text(broker.conf.read_text() + f"listener {tls_port} 127.0.0.1\n"
                            f"certfile {tmp_path / 'self.crt'}\nkeyfile {tmp_path / 'self.key'}\n")
     broker.start()
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     try:
         with make(tls_port, tls=True) as pub:  # the system's CAs do not know this certificate
             logged_once(caplog, pub, "TLS: certificate verify failed", logging.ERROR)
@@ -204,7 +204,7 @@ def test_a_certificate_that_is_not_trusted_is_logged_once_as_tls(tmp_path: Path,
 
 
 def test_a_broker_that_goes_away_is_logged_once_and_its_return_once(broker: Broker, caplog) -> None:
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     with make(broker.port) as pub:
         assert pub.connected.wait(10)
         broker.stop()
@@ -221,7 +221,7 @@ def test_a_broker_that_goes_away_is_logged_once_and_its_return_once(broker: Brok
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_two_clients_with_one_id_detect_the_takeover_and_stop_kicking_each_other(broker: Broker, caplog,
                                                                                 protocol: str) -> None:
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     a = make(broker.port, protocol=protocol).start()
     try:
         assert a.connected.wait(10)
@@ -247,9 +247,9 @@ def test_two_clients_with_one_id_detect_the_takeover_and_stop_kicking_each_other
 
 
 def test_the_recorder_subscriber_logs_its_connection_states_like_the_publisher(tmp_path: Path, caplog) -> None:
-    from edge_fer.mqtt import MqttSubscriber
+    from edge_fer.messaging.mqtt import MqttSubscriber
 
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     port = free_port()
     sub = MqttSubscriber(MqttConfig(host="127.0.0.1", port=port), "rec-test", ["edge_fer/+/events"],
                          lambda msg: None, session_expiry=60).start()

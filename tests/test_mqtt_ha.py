@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_fer.config import MqttConfig
-from edge_fer.events import (NO_FACE, EventFactory, discovery_config, discovery_topic, ha_id,
+from edge_fer.messaging.events import (NO_FACE, EventFactory, discovery_config, discovery_topic, ha_id,
                              legacy_discovery_topics)
 from edge_fer.types import UNSURE, TrackEvent, TrackState
 from tests.broker import Broker, Subscriber, until
@@ -115,7 +115,7 @@ def broker(tmp_path: Path):
 
 
 def publisher(port: int, device: str = "cam", **cfg):
-    from edge_fer.mqtt import MqttPublisher
+    from edge_fer.messaging.mqtt import MqttPublisher
 
     return MqttPublisher(MqttConfig(host="127.0.0.1", port=port, device_id=device, **cfg), device, labels=LABELS)
 
@@ -170,10 +170,10 @@ def test_a_flood_of_birth_messages_is_answered_once_per_window_and_events_still_
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge_fer import mqtt
+    from edge_fer.messaging import mqtt
 
     window = 5.0  # as README documents it
-    caplog.set_level(logging.INFO, "edge_fer.mqtt")
+    caplog.set_level(logging.INFO, "edge_fer.messaging.mqtt")
     topic = discovery_topic("homeassistant", "cam")
     # Subscribers of their own topics only, so the flood cannot crowd out what they count.
     discovery, events = Subscriber(broker.port, topic), Subscriber(broker.port, "edge_fer/cam/events")
@@ -242,7 +242,7 @@ def test_events_and_image_events_carry_the_run_id_and_each_run_has_its_own() -> 
 
 
 def test_the_state_names_the_largest_face_dominant_and_null_without_faces() -> None:
-    from edge_fer.events import state_doc
+    from edge_fer.messaging.events import state_doc
 
     tracks = [TrackState(3, "sad", 0.61234, (0, 0, 50, 50)), TrackState(4, "happy", 0.9, (100, 0, 80, 90))]
     doc = state_doc("cam", "run", "ok", tracks, 14.987, 300, 2, 1, 20.04)

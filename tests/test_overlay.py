@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.annotate import color_of
-from edge_fer.cli import main
+from edge_fer.vision.annotate import color_of
+from edge_fer.cli.main import main
 from edge_fer.config import load
 from edge_fer.errors import EXIT_RUNTIME, EXIT_USAGE
 from tests.conftest import ASTRONAUT, ROOT
@@ -105,9 +105,9 @@ def open_window(tmp_path: Path, face_video: Path, *overrides: str):
     """The window on the face video, with the camera not yet started; closed after the test."""
     import tkinter as tk
 
-    from edge_fer.analyze import Analyzer
-    from edge_fer.overlay import Overlay
-    from edge_fer.service import Service, WindowHost
+    from edge_fer.vision.analyze import Analyzer
+    from edge_fer.ui.overlay import Overlay
+    from edge_fer.live.service import Service, WindowHost
 
     cfg = load(None, [f"camera.source={face_video}", "camera.loop=true", "mqtt.enabled=false",
                       f"display.save_dir={tmp_path / 'saved'}", *overrides])

@@ -19,9 +19,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_fer.cli import main
+from edge_fer.cli.main import main
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_USAGE
-from edge_fer.store import EMOTIONS, SCHEMA_VERSION, MalformedMessage, event_row, open_store, state_row
+from edge_fer.recorder.store import EMOTIONS, SCHEMA_VERSION, MalformedMessage, event_row, open_store, state_row
 from tests.broker import Broker, Subscriber, until
 from tests.conftest import ROOT
 from tests.postgres import PASSWORD, db, postgres_server, postgres_url, started_server  # noqa: F401  (fixtures)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from edge_fer.record import build_parser
+from edge_fer.recorder.record import build_parser
 from tests.conftest import ROOT
 
 UNIT = ROOT / "systemd" / "edge-fer-record.service"

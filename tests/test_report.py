@@ -12,10 +12,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from edge_fer.cli import main
+from edge_fer.cli.main import main
 from edge_fer.errors import EXIT_INPUT, EXIT_OK
-from edge_fer.report import COLOURS
-from edge_fer.store import event_row, open_store
+from edge_fer.recorder.report import COLOURS
+from edge_fer.recorder.store import event_row, open_store
 from tests.postgres import db, postgres_server, postgres_url  # noqa: F401  (fixtures)
 from tests.test_record import event
 
@@ -153,7 +153,7 @@ def test_output_that_cannot_be_written_and_nothing_to_report(tmp_path: Path) -> 
 
 
 def test_long_spans_merge_into_round_steps(tmp_path: Path) -> None:
-    from edge_fer.report import _merge_factor, step_name
+    from edge_fer.recorder.report import _merge_factor, step_name
 
     assert _merge_factor(60, 90, 565) == 1  # 90 one-minute bars fit
     assert _merge_factor(60, 3 * 1440, 565) == 10  # three days: ten-minute bars

@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from edge_fer.sdnotify import Notifier
+from edge_fer.live.sdnotify import Notifier
 
 
 def test_reloading_is_one_datagram_with_the_monotonic_time_in_microseconds(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_fer.classifier import EmotionClassifier
+from edge_fer.vision.classifier import EmotionClassifier
 from edge_fer.errors import ModelError
 from tests.conftest import ASTRONAUT, FER_TARBALL, ROOT
 from training import calibrate, suite
@@ -138,7 +138,7 @@ def image_json(model: Path) -> dict:
     """`edge-fer --image examples/astronaut.png --json` with another model."""
     import io
 
-    from edge_fer.cli import main
+    from edge_fer.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     assert main(["--image", str(ASTRONAUT), "--json", "--model", str(model)], out=out, err=err) == 0, err.getvalue()

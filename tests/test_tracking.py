@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge_fer.analyze import Face
+from edge_fer.vision.analyze import Face
 from edge_fer.config import TrackingConfig
-from edge_fer.tracking import Tracker
+from edge_fer.live.tracking import Tracker
 from edge_fer.types import iou
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -89,7 +89,7 @@ def test_kaggle_folder_reader(small_csv: Path, tmp_path: Path, caplog: pytest.Lo
 
 @needs_tensorflow
 def test_smoke_run_trains_resumes_exports_and_evaluates(small_csv: Path, tmp_path: Path) -> None:
-    from edge_fer.classifier import EmotionClassifier
+    from edge_fer.vision.classifier import EmotionClassifier
     from training import evaluate, export, train
 
     run = tmp_path / "run"
@@ -228,7 +228,7 @@ def test_ferplus_votes_mix_into_the_targets(tmp_path: Path) -> None:
     assert kept.rows.tolist() == [0, 1]
     assert np.isclose(t[0][3], 0.75) and np.isclose(t[0][5], 0.25) and np.allclose(t.sum(axis=1), 1)
     np.savez(teacher, Training_rows=np.array([1]), Training_probs=scores[:1])
-    with pytest.raises(ValueError, match="no teacher scores for 1 training faces"):
+    with pytest.raises(ValueError, match="no Training scores for 1 faces"):
         soft_targets(split, argparse.Namespace(ferplus=votes, ferplus_weight=0.5, teacher=teacher, teacher_weight=0.5))
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from edge_fer.config import HaarConfig, YunetConfig
-from edge_fer.detector import HaarDetector, YuNetDetector
+from edge_fer.vision.detector import HaarDetector, YuNetDetector
 from training import data
 
 UP, PAD = 4, 96

@@ -44,7 +44,7 @@ def f1_table(y: np.ndarray, pred: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
 
 def evaluate_model(path: Path, split: data.Split, latency_runs: int = 300, batch: int = 64) -> dict:
     """Accuracy, macro-F1, per-class scores, confusion, size, parameters and single-face latency of one model."""
-    from edge_fer.classifier import EmotionClassifier
+    from edge_fer.vision.classifier import EmotionClassifier
 
     with EmotionClassifier(path, threads=1) as clf:
         # Our label codes are FER-2013's; a model may order its labels differently.

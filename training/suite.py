@@ -95,7 +95,7 @@ def judged_share(s: Scored) -> tuple[float, float, float]:
 
 def crop_scores(model: Path, split: data.Split, labels: np.ndarray, batch: int = 256) -> Scored:
     """A model on FER-2013 crops as they are (no detector): the crop-level measure."""
-    from edge_fer.classifier import EmotionClassifier
+    from edge_fer.vision.classifier import EmotionClassifier
 
     with EmotionClassifier(model, threads=1) as clf:
         order = np.array([clf.labels.index(name) for name in data.LABELS])
@@ -135,8 +135,8 @@ def read_wild(source: Path, limit: int = 0) -> list[WildPhoto]:
     import cv2
 
     from edge_fer.config import Config
-    from edge_fer.detector import make_detector
-    from edge_fer.images import read_image
+    from edge_fer.vision.detector import make_detector
+    from edge_fer.vision.images import read_image
 
     root = unpack_wild(source) if source.is_file() else source
     with open(root / "labels.csv", newline="") as f:
@@ -159,9 +159,9 @@ def wild_scores(model: Path, photos: list[WildPhoto], raw: bool = False) -> tupl
     """A model through the runtime's pipeline on wild-dev's largest faces, with the quality of each face.
 
     `raw`: the model's own scores, without the sidecar's calibration (to fit a new one)."""
-    from edge_fer.analyze import Analyzer
-    from edge_fer.classifier import EmotionClassifier
-    from edge_fer.judge import quality
+    from edge_fer.vision.analyze import Analyzer
+    from edge_fer.vision.classifier import EmotionClassifier
+    from edge_fer.vision.judge import quality
 
     n = len(data.LABELS)
     probs = np.zeros((len(photos), n), np.float32)
@@ -256,7 +256,7 @@ def tradeoff(name: str, s: Scored, qualities: list, thresholds: tuple[float, ...
     import dataclasses
 
     from edge_fer.config import UnsureConfig
-    from edge_fer.judge import judge
+    from edge_fer.vision.judge import judge
 
     lines = [f"**{name}**, wild-dev: the not-judged rule at other confidence floors (other rules at their defaults)",
              "", "| min_confidence | labelled | accuracy of labels given | accuracy of all found faces |",

@@ -2,11 +2,14 @@
 
     python -m training.teacher --peer ../shared/peers/facial_expression_recognition_mobilefacenet_2022july_int8.onnx \\
         --out runs/teacher.npz [--workers 2]
+    python -m training.teacher --include runs/teacher.npz --model models/edge_fer_int8.tflite --out runs/ensemble.npz
 
 The teacher saw in-the-wild faces (RAF-DB) that FER-2013 lacks; a student trained towards its scores on FER-2013's
 own images learns some of that without any other data set. Each 48x48 face is staged as the framing calibration
 stages it, YuNet finds its five landmarks (the framing's average points where it finds none), and the face is
-warped onto the teacher's 112x112 template, as OpenCV Zoo runs it. Its licence, source and checksum:
+warped onto the teacher's 112x112 template, as OpenCV Zoo runs it. `--model` adds one of our own classifiers
+(scored on the 48x48 crops, calibrated as the runtime calibrates it) and `--include` a teacher file made before;
+the targets are the mean of every source: an ensemble of models that err differently, distilled into one. Its licence, source and checksum:
 ../shared/peers/README.md; the checksum is verified before use.
 """
 
@@ -41,9 +44,9 @@ def _scores(args: tuple[str, np.ndarray]) -> np.ndarray:
     """Teacher probabilities (N, 7) in LABELS order for a chunk of 48x48 faces (run in a worker process)."""
     import cv2
 
-    from edge_fer.align import Framing
+    from edge_fer.vision.align import Framing
     from edge_fer.config import YunetConfig
-    from edge_fer.detector import YuNetDetector
+    from edge_fer.vision.detector import YuNetDetector
     from training.calibrate_framing import PAD, UP, staged
 
     cv2.setNumThreads(1)
@@ -83,32 +86,66 @@ def teacher_scores(peer: Path, faces: np.ndarray, workers: int = 1, chunk: int =
         return np.concatenate(list(pool.map(_scores, jobs)))
 
 
+def model_scores(path: Path, faces: np.ndarray, batch: int = 256) -> np.ndarray:
+    """One of our classifiers' probabilities (N, 7) in LABELS order for 48x48 faces."""
+    from edge_fer.vision.classifier import EmotionClassifier
+
+    with EmotionClassifier(path, threads=1) as clf:
+        order = [clf.labels.index(name) for name in data.LABELS]
+        probs = np.concatenate([clf.predict(list(faces[i:i + batch])) for i in range(0, len(faces), batch)])
+    return probs[:, order].astype(np.float32)
+
+
+def stored_scores(path: Path, name: str, rows: np.ndarray) -> np.ndarray:
+    """The scores an earlier teacher file holds for these FER-2013 rows of one split."""
+    with np.load(path) as z:
+        where = {int(r): i for i, r in enumerate(z[f"{name}_rows"])}
+        probs = z[f"{name}_probs"]
+    missing = [int(r) for r in rows if int(r) not in where]
+    if missing:
+        raise ValueError(f"{path}: no {name} scores for {len(missing)} faces (row {missing[0]} first)")
+    return probs[[where[int(r)] for r in rows]]
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.train import DEFAULT_DATA
 
     p = argparse.ArgumentParser(prog="python -m training.teacher", description=__doc__.splitlines()[0])
-    p.add_argument("--peer", type=Path, required=True, help="the OpenCV Zoo MobileFaceNet FER .onnx file")
+    p.add_argument("--peer", type=Path, help="the OpenCV Zoo MobileFaceNet FER .onnx file")
+    p.add_argument("--model", type=Path, action="append", default=[],
+                   help="one of our .tflite classifiers (with its sidecar), as one more teacher; repeatable")
+    p.add_argument("--include", type=Path, action="append", default=[],
+                   help="a teacher .npz made before, as one more teacher; repeatable")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, required=True, help="an .npz of the teacher's scores per split, by FER-2013 row")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="only the first N faces of each split (smoke runs)")
     args = p.parse_args(argv)
-    if not args.peer.is_file():
-        print(f"{args.peer}: no such file", file=sys.stderr)
+    sources = ([args.peer] if args.peer else []) + args.model + args.include
+    if not sources:
+        print("name at least one teacher: --peer, --model or --include", file=sys.stderr)
         return 2
+    for path in sources:
+        if not path.is_file():
+            print(f"{path}: no such file", file=sys.stderr)
+            return 2
     try:
-        check_peer(args.peer)
-    except ValueError as e:
-        print(e, file=sys.stderr)
+        if args.peer:
+            check_peer(args.peer)
+        splits = data.load(args.data)
+        arrays = {}
+        for name in ("Training", "PublicTest"):
+            split = splits[name].take(args.limit) if args.limit else splits[name]
+            parts = [teacher_scores(args.peer, split.x, args.workers)] if args.peer else []
+            parts += [model_scores(path, split.x) for path in args.model]
+            parts += [stored_scores(path, name, split.rows) for path in args.include]
+            probs = np.mean(parts, axis=0)
+            arrays[f"{name}_rows"], arrays[f"{name}_probs"] = split.rows, probs
+            agree = float(np.mean(probs.argmax(1) == split.y))
+            print(f"{name}: {len(split)} faces, teacher agrees with the FER-2013 label on {agree:.1%}", flush=True)
+    except (ValueError, KeyError, OSError) as e:
+        print(f"teacher: {e}", file=sys.stderr)
         return 2
-    splits = data.load(args.data)
-    arrays = {}
-    for name in ("Training", "PublicTest"):
-        split = splits[name].take(args.limit) if args.limit else splits[name]
-        probs = teacher_scores(args.peer, split.x, args.workers)
-        arrays[f"{name}_rows"], arrays[f"{name}_probs"] = split.rows, probs
-        agree = float(np.mean(probs.argmax(1) == split.y))
-        print(f"{name}: {len(split)} faces, teacher agrees with the FER-2013 label on {agree:.1%}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, **arrays)
     print(args.out)

@@ -90,13 +90,9 @@ def soft_targets(train: data.Split, args: argparse.Namespace) -> tuple[data.Spli
     train, targets = _label_targets(train, args)
     if args.teacher is None:
         return train, targets
-    with np.load(args.teacher) as z:
-        rows, probs = z["Training_rows"], z["Training_probs"]
-    where = {int(r): i for i, r in enumerate(rows)}
-    missing = [int(r) for r in train.rows if int(r) not in where]
-    if missing:
-        raise ValueError(f"{args.teacher}: no teacher scores for {len(missing)} training faces (row {missing[0]} first)")
-    teacher = probs[[where[int(r)] for r in train.rows]]
+    from training.teacher import stored_scores
+
+    teacher = stored_scores(args.teacher, "Training", train.rows)
     return train, ((1 - args.teacher_weight) * targets + args.teacher_weight * teacher).astype(np.float32)
 
 

@@ -49,6 +49,6 @@ def make_publisher(cfg: Config, labels: tuple[str, ...]) -> Publisher:
     """The daemon's publisher for this config; `labels` are the model's emotions (Home Assistant's options)."""
     if not cfg.mqtt.enabled:
         return NullPublisher()
-    from edge_fer.mqtt import MqttPublisher  # paho is imported only when MQTT is on
+    from edge_fer.messaging.mqtt import MqttPublisher  # paho is imported only when MQTT is on
 
     return MqttPublisher(cfg.mqtt, cfg.mqtt.device_id, labels=labels)

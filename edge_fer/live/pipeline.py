@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import cv2
 
-from edge_fer.analyze import Analyzer
+from edge_fer.vision.analyze import Analyzer
 from edge_fer.config import Config
-from edge_fer.detector import one_per_face
-from edge_fer.tracking import Tracker
+from edge_fer.vision.detector import one_per_face
+from edge_fer.live.tracking import Tracker
 from edge_fer.types import Detection, Frame, Result, TrackEvent, TrackState
 
 

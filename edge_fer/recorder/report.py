@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterable, TextIO
 from PIL import Image, ImageDraw, ImageFont
 
 from edge_fer.errors import UsageError
-from edge_fer.events import utc_iso
-from edge_fer.images import write_file
-from edge_fer.store import EMOTIONS as MODEL_EMOTIONS
+from edge_fer.messaging.events import utc_iso
+from edge_fer.vision.images import write_file
+from edge_fer.recorder.store import EMOTIONS as MODEL_EMOTIONS
 from edge_fer.types import UNSURE
 
 # Face time of tracks none of whose faces could be judged is its own column, never spread over the others.

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_service(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
     """The daemon, headless or with its window, or the window alone (--gui)."""
-    from edge_fer.service import Service, display_available
+    from edge_fer.live.service import Service, display_available
 
     service = Service(cfg, args.config, overrides)
     if args.gui or args.display:
@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     err = err or sys.stderr
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["record"], ["report"]):
-        from edge_fer.record import main as record_main
+        from edge_fer.recorder.record import main as record_main
 
         return record_main(argv, out, err)
     # The vision stack loads only here: `edge-fer record` and `report` (and their imports of this module)
     # stay light.
-    from edge_fer.capture import quiet_native_logs
-    from edge_fer.oneshot import run_images
+    from edge_fer.live.capture import quiet_native_logs
+    from edge_fer.cli.image import run_images
 
     try:
         quiet_native_logs()

@@ -16,10 +16,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from edge_fer.annotate import annotate, color_of
+from edge_fer.vision.annotate import annotate, color_of
 from edge_fer.config import Config
 from edge_fer.errors import EdgeFerError, WriteError, shown
-from edge_fer.images import read_image, save_image, write_file
+from edge_fer.vision.images import read_image, save_image, write_file
 from edge_fer.types import Face, Live
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from edge_fer.analyze import Analyzer
-from edge_fer.capture import check_source
+from edge_fer.vision.analyze import Analyzer
+from edge_fer.live.capture import check_source
 from edge_fer.config import Config, load
-from edge_fer.daemon import Daemon
+from edge_fer.live.daemon import Daemon
 from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
-from edge_fer.sdnotify import Notifier
+from edge_fer.live.sdnotify import Notifier
 from edge_fer.types import Face, Live
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class Service:
         try:
             import tkinter as tk
 
-            from edge_fer.overlay import Overlay
+            from edge_fer.ui.overlay import Overlay
         except ImportError:
             raise EdgeFerError("the window needs tkinter: sudo apt install python3-tk") from None
         if camera:

@@ -9,13 +9,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edge_fer.analyze import Analyzer
-from edge_fer.capture import CameraState, Capture
+from edge_fer.vision.analyze import Analyzer
+from edge_fer.live.capture import CameraState, Capture
 from edge_fer.config import Config
-from edge_fer.events import EventFactory, state_doc
-from edge_fer.pipeline import Pipeline
-from edge_fer.publisher import Publisher, make_publisher
-from edge_fer.sdnotify import Notifier
+from edge_fer.messaging.events import EventFactory, state_doc
+from edge_fer.live.pipeline import Pipeline
+from edge_fer.messaging.publisher import Publisher, make_publisher
+from edge_fer.live.sdnotify import Notifier
 from edge_fer.types import Live, TrackEvent
 
 log = logging.getLogger(__name__)

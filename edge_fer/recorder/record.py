@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Callable, TextIO
 
-from edge_fer.cli import _Parser, _setup_logging
+from edge_fer.cli.main import _Parser, _setup_logging
 from edge_fer.config import load
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError, WriteError
-from edge_fer.events import utc_iso
-from edge_fer.mqtt import Incoming, MqttSubscriber
-from edge_fer.store import (EventRow, MalformedMessage, Row, StateRow, Store, StoreError, event_row, is_url,
+from edge_fer.messaging.events import utc_iso
+from edge_fer.messaging.mqtt import Incoming, MqttSubscriber
+from edge_fer.recorder.store import (EventRow, MalformedMessage, Row, StateRow, Store, StoreError, event_row, is_url,
                             open_store, parse_time, state_row)
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ class Progress:
 
 def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Print totals; write the timeline as PNG, HTML or CSV."""
-    from edge_fer import report
+    from edge_fer.recorder import report
 
     bucket = parse_duration(args.bucket, "--bucket")
     # An empty --since or --out is refused as a bad one is, not taken for "not given".

@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_fer.config import MqttConfig
-from edge_fer.events import discovery_config, discovery_topic, legacy_discovery_topics
+from edge_fer.messaging.events import discovery_config, discovery_topic, legacy_discovery_topics
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge_fer.analyze import Face
+from edge_fer.vision.analyze import Face
 from edge_fer.types import UNSURE
 
 # BGR colour per emotion, so a label reads the same in every view.

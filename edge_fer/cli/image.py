@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from edge_fer.analyze import Analyzer, Face
+from edge_fer.vision.analyze import Analyzer, Face
 from edge_fer.config import Config
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError, WriteError, shown
-from edge_fer.images import IMAGE_SUFFIXES, expand_paths, read_image, save_image
+from edge_fer.vision.images import IMAGE_SUFFIXES, expand_paths, read_image, save_image
 
 
 def format_table(name: str, width: int, height: int, faces: list[Face], labels: tuple[str, ...]) -> str:
@@ -64,7 +64,7 @@ def annotate_targets(out: str, paths: list[Path]) -> dict[Path, Path]:
 
 def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Analyze each image; a bad one is reported and the rest are still answered."""
-    from edge_fer.annotate import annotate
+    from edge_fer.vision.annotate import annotate
 
     paths, errors = expand_paths(args.image)
     published: list[dict] = []
@@ -115,8 +115,8 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
 
 def publish_images(cfg: Config, docs: list[dict], err: TextIO, connect_timeout: float = 5.0) -> int:
     """Send one-shot results to the events topic; a broker that cannot be reached is an error."""
-    from edge_fer.events import EventFactory
-    from edge_fer.mqtt import MqttPublisher
+    from edge_fer.messaging.events import EventFactory
+    from edge_fer.messaging.mqtt import MqttPublisher
 
     factory = EventFactory(cfg.mqtt.device_id)
     with MqttPublisher(cfg.mqtt, cfg.mqtt.device_id, announce=False) as pub:

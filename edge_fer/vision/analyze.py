@@ -7,12 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_fer.align import Framing
-from edge_fer.classifier import EmotionClassifier
+from edge_fer.vision.align import Framing
+from edge_fer.vision.classifier import EmotionClassifier
 from edge_fer.config import Config, UnsureConfig
-from edge_fer.detector import FaceDetector, make_detector
-from edge_fer.images import read_image
-from edge_fer.judge import judge, quality
+from edge_fer.vision.detector import FaceDetector, make_detector
+from edge_fer.vision.images import read_image
+from edge_fer.vision.judge import judge, quality
 from edge_fer.types import UNSURE, Detection, Face
 
 

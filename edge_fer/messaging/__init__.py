@@ -1,0 +1,1 @@
+"""What goes out: the message documents, the MQTT connection and the publisher."""

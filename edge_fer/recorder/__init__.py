@@ -1,0 +1,1 @@
+"""What comes back: the recorder that stores events from the broker, and the report over them."""

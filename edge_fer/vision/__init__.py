@@ -1,0 +1,1 @@
+"""Finding, aligning, judging and classifying faces in pictures."""
