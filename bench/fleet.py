@@ -38,9 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_fer.config import MqttConfig  # noqa: E402
+from edge_fer.messaging.contract import State  # noqa: E402
 from edge_fer.messaging.events import EventFactory  # noqa: E402
 from edge_fer.messaging.mqtt import MqttPublisher  # noqa: E402
-from edge_fer.types import TrackEvent  # noqa: E402
+from edge_fer.types import TrackEvent, TrackState  # noqa: E402
 from tests.broker import Broker, Subscriber, until  # noqa: E402
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -98,14 +99,11 @@ class SimDevice:
             self.face = None
         return e
 
-    def state(self) -> dict:
+    def state(self) -> State:
         """A state document like the daemon's."""
-        tracks = [{"track_id": self.track, "emotion": self.face, "confidence": 0.8, "box": [200, 120, 140, 140]}] \
-            if self.face else []
-        return {"device": self.name, "run_id": self.events.run_id, "camera": "ok", "faces": len(tracks),
-                "dominant_emotion": self.face, "dominant_confidence": 0.8 if self.face else None, "tracks": tracks,
-                "fps": 15.0, "frames": 0, "dropped_frames": 0, "dropped_events": self.publisher.dropped,
-                "uptime": 0.0, "ts": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
+        tracks = [TrackState(self.track, self.face, 0.8, (200, 120, 140, 140))] if self.face else []
+        return self.events.state(camera="ok", tracks=tracks, fps=15.0, frames=0, dropped_frames=0,
+                                 dropped_events=self.publisher.dropped, uptime=0.0)
 
 
 @dataclass(frozen=True)
@@ -149,7 +147,7 @@ def shard(plan: Plan, first: int, count: int, results: mp.Queue, go: mp.Event, f
         if what == "event":
             doc = d.events.event(d.next_event(rng), (640, 480), time.time())
             if d.publisher.publish_event(doc):
-                d.accepted.append((doc["seq"], time.time()))
+                d.accepted.append((doc.seq, time.time()))
             else:
                 d.refused += 1
             d.publisher.publish_state(d.state())

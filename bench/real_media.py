@@ -33,9 +33,9 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -168,8 +168,8 @@ def worker_edge(media: Path) -> dict:
 
     cv2.setNumThreads(1)
     sys.path.insert(0, str(ROOT))
-    from edge_fer.vision.analyze import Analyzer
     from edge_fer.config import load
+    from edge_fer.vision.analyze import Analyzer
 
     photos, videos, truth = read_media(media)
     analyzers = {}

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as paho  # noqa: E402
+from daemon import proc_figures  # noqa: E402  (bench/daemon.py)
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from daemon import proc_figures  # noqa: E402  (bench/daemon.py)
 from edge_fer.messaging.events import utc_iso  # noqa: E402
 from edge_fer.recorder.store import EMOTIONS, is_postgres, open_store  # noqa: E402
 from tests.broker import Broker  # noqa: E402
@@ -132,7 +132,7 @@ def drain(db: str, port: int, work: Path, devices: int, burst: int) -> dict[str,
             time.sleep(0.01)
         _, cpu0 = proc_figures(rec.pid)
         t0, n0 = time.monotonic(), rows()
-        drain(rows, burst)
+        wait_for_rows(rows, burst)
         elapsed = time.monotonic() - t0
         _, cpu1 = proc_figures(rec.pid)
     finally:
@@ -143,7 +143,7 @@ def drain(db: str, port: int, work: Path, devices: int, burst: int) -> dict[str,
             "cpu_ms_per_1000": (cpu1 - cpu0) / (burst - n0) * 1e6}
 
 
-def drain(rows, target: int) -> None:
+def wait_for_rows(rows, target: int) -> None:
     """Wait until `target` rows are stored; a recorder still short of it after 5 minutes has fallen behind."""
     deadline = time.monotonic() + 300
     while rows() < target:
@@ -172,7 +172,7 @@ def live(db: str, port: int, work: Path, devices: int, seconds: float) -> dict[s
                 next_sample += 1
             time.sleep(0.01)
         published = time.monotonic() - t0
-        drain(rows, fleet.sent)
+        wait_for_rows(rows, fleet.sent)
         elapsed = time.monotonic() - t0
         _, cpu1 = proc_figures(rec.pid)
     finally:

@@ -102,7 +102,7 @@ def worker_edge(z: np.lib.npyio.NpzFile) -> dict:
     crops = list(z["crops"])
     res = {"classify_ms": _median_ms(lambda: an.classifier.predict([crops[0]]), 300), "frames": {}, "streams": {}}
     for name, frame in zip(z["names"], z["frames"]):
-        res["frames"][str(name)] = {"ms": _median_ms(lambda: an.analyze(frame)), "faces": len(an.analyze(frame))}
+        res["frames"][str(name)] = {"ms": _median_ms(lambda f=frame: an.analyze(f)), "faces": len(an.analyze(frame))}
     cfg = load(None, ["mqtt.enabled=false"])
 
     def daemon_step():  # a fresh pipeline per pass, so each pass starts with nothing known
@@ -129,7 +129,7 @@ def worker_fer(z: np.lib.npyio.NpzFile) -> dict:
     crop = (crop - 0.5) * 2.0
     res = {"classify_ms": _median_ms(lambda: det._classify_emotions(crop), 300), "frames": {}}
     for name, frame in zip(z["names"], z["frames"]):
-        res["frames"][str(name)] = {"ms": _median_ms(lambda: det.detect_emotions(frame)),
+        res["frames"][str(name)] = {"ms": _median_ms(lambda f=frame: det.detect_emotions(f)),
                                     "faces": len(det.detect_emotions(frame))}
     res["streams"] = {}
     for n, stream in zip(STREAM_FACES, z["streams"]):

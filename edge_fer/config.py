@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import errno
+import ipaddress
 import math
 import os
 import socket
@@ -41,12 +43,14 @@ def _not_empty(default: str) -> Any:
 class CameraConfig:
     """Where frames come from."""
 
-    source: Union[int, str] = 0
+    source: int | str = 0
     width: int = _within(640, 1, 16384)
     height: int = _within(480, 1, 16384)
     fps: float = _within(15.0, 0.1, 1000)
     file_fps: float = _within(0.0, 0.0, 1000)
     loop: bool = False
+    # A video file that is not there is a typo until told otherwise: wait for it only when asked.
+    wait_for_file: bool = False
     reopen_max_seconds: float = _within(30.0, 0.1, 3600)
 
 
@@ -96,7 +100,7 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class UnsureConfig:
-    """When a face is reported `unsure` instead of labelled (edge_fer/vision/judge.py; chosen on wild-dev, see README)."""
+    """When a face is reported `unsure` instead of labelled (vision/judge.py; chosen on wild-dev, see README)."""
 
     enabled: bool = True
     min_confidence: float = _within(0.45, 0.0, 1.0)
@@ -142,7 +146,9 @@ class MqttConfig:
     keepalive: int = _within(60, 5, 3600)
     qos: int = _within(1, 0, 1)
     queue_size: int = _within(1000, 1, 10_000_000)
-    state_interval_seconds: float = _within(5.0, 0.5, 86400)
+    state_interval_seconds: float = _within(60.0, 0.5, 86400)  # the keep-alive: changes are published at once
+    state_min_interval_seconds: float = _within(3.0, 0.0, 86400)  # no two states closer together than this
+    snapshot_seconds: float = _within(0.0, 0.0, 86400)  # an annotated picture for Home Assistant this often; 0: off
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     support_url: str = ""
@@ -175,6 +181,37 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The web view, its stream and metrics (off by default: it shows faces)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8080"  # HOST:PORT, the host an IP address or localhost; checked at load
+    fps: float = _within(5.0, 0.1, 30.0)
+    jpeg_quality: int = _within(75, 10, 100)
+    password: str = field(default="", repr=False)  # at load, the one from password_env or password_file
+    password_env: str = ""
+    password_file: str = ""
+    session_hours: float = _within(168.0, 0.01, 8760.0)
+    tls: bool = False
+    certfile: str = ""
+    keyfile: str = ""
+    max_connections: int = _within(32, 2, 1000)
+    max_streams: int = _within(10, 1, 1000)
+    timeout_seconds: float = _within(10.0, 0.5, 600.0)
+    recent_events: int = _within(20, 1, 1000)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The host and port to bind (valid once loaded)."""
+        return parse_listen(self.listen)
+
+    @property
+    def loopback(self) -> bool:
+        """True when only this machine can reach the server."""
+        return is_loopback(self.address[0])
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -189,6 +226,7 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source_file: str = ""
 
 
@@ -227,7 +265,7 @@ def _check_value(key: str, value: Any, spec: dataclasses.Field, where: str) -> N
 
 
 # Values never shown in an error or log line.
-SECRETS = {"mqtt.password"}
+SECRETS = {"mqtt.password", "web.password"}
 # MQTT topic parts and ids: True where '/' may separate levels (a prefix), False for one level.
 TOPIC_PARTS: dict[str, bool] = {"mqtt.prefix": True, "mqtt.discovery_prefix": True,
                                 "mqtt.device_id": False, "mqtt.client_id": False}
@@ -325,61 +363,155 @@ def _check_tls(mqtt: MqttConfig, where: str) -> None:
 
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (an IPv6 host in brackets) as (host, port); ValueError when it is neither."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif host != "localhost":
+        ipaddress.IPv4Address(host)
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(text)
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+def _check_web(web: WebConfig, where: str) -> None:
+    """The listen address, a login wherever others can reach the server, and TLS files the server can use."""
+    try:
+        parse_listen(web.listen)
+    except ValueError:
+        raise ConfigError(f"{where}: web.listen = {describe('', web.listen)} must be HOST:PORT with an IP address "
+                          "or localhost (127.0.0.1:8080, 0.0.0.0:8080, [::]:8080)") from None
+    if web.enabled and not web.loopback and not (web.password or web.password_env or web.password_file):
+        raise ConfigError(f"{where}: web.listen {web.listen} is reachable from other machines: set web.password, "
+                          "web.password_env or web.password_file (a login is required off loopback)")
+    if not web.tls:
+        return
+    if not web.certfile:
+        raise ConfigError(f"{where}: web.tls needs web.certfile (and web.keyfile unless the key is in it)")
+    for name, wanted in (("certfile", "CERTIFICATE-----"), ("keyfile", "PRIVATE KEY-----")):
+        path = getattr(web, name) or (web.certfile if name == "keyfile" else "")
+        try:
+            with open_regular(path) as f:
+                text = f.read(MAX_FILE_BYTES * 4).decode(errors="replace")
+        except OSError as e:
+            raise ConfigError(f"{where}: web.{name}: cannot read {shown(path)} ({e.strerror or e})") from None
+        if wanted not in text:
+            raise ConfigError(f"{where}: web.{name}: {shown(path)} holds no PEM {wanted[:-5].lower()}")
+    try:
+        # An encrypted key would make OpenSSL ask on the terminal; the empty password refuses it instead.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            web.certfile, web.keyfile or None, password=lambda: b"")
+    except ssl.SSLError as e:
+        raise ConfigError(f"{where}: web.certfile and web.keyfile cannot be used together "
+                          f"(mismatched or encrypted key: {e.reason or e})") from None
+
+
 def key_name(section: str, key: Any) -> str:
     """'section.key' as shown in errors; a key that is not plain text is quoted so it stays on one line."""
     plain = isinstance(key, str) and key.isprintable() and key.strip() == key and 0 < len(key) <= 60
     return f"{section}.{key if plain else describe('', key)}"
 
 
+# Where a value given on the command line (`--set section.key=value`) is said to come from in errors.
+OVERRIDE = "--set"
+
+
+def _did_you_mean(word: Any, known: list[str]) -> str:
+    """'; did you mean X?' for the known name closest to a mistyped one, else nothing."""
+    close = difflib.get_close_matches(word, known, n=1) if isinstance(word, str) else []
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _section_class(name: Any, where: str) -> Any:
+    """The dataclass of section `name`; ConfigError naming the nearest section when there is none."""
+    hints = typing.get_type_hints(Config)
+    if name not in hints or name == "source_file":
+        known = [n for n in hints if n != "source_file"]
+        raise ConfigError(f"{where}: unknown section {describe('', name)}{_did_you_mean(name, known)}")
+    return hints[name]
+
+
+def _key_hint(section: str, key: Any) -> str:
+    """The nearest key of the same section, else the same key in another section, as '; did you mean X?'."""
+    hints = typing.get_type_hints(Config)
+    own = _did_you_mean(key, [f.name for f in dataclasses.fields(hints[section])])
+    if own:
+        return own.replace("mean ", f"mean {section}.", 1)
+    elsewhere = [f"{n}.{key}" for n, cls in hints.items() if n not in (section, "source_file")
+                 and key in {f.name for f in dataclasses.fields(cls)}]
+    return f"; did you mean {elsewhere[0]}?" if elsewhere else ""
+
+
+def _checked(section: str, cls: Any, key: Any, value: Any, where: str) -> Any:
+    """One key's value, typed and checked; a ConfigError naming the key (and the nearest known one) if wrong."""
+    full = key_name(section, key)
+    specs = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in specs:
+        raise ConfigError(f"{where}: unknown key {full}{_key_hint(section, key)}")
+    value = _coerce(full, value, typing.get_type_hints(cls)[key], where)
+    _check_value(full, value, specs[key], where)
+    return value
+
+
 def _build(data: dict[str, Any], where: str) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections")
-    hints = typing.get_type_hints(Config)
     sections: dict[str, Any] = {}
     for name, body in data.items():
-        if name not in hints or name == "source_file":
-            raise ConfigError(f"{where}: unknown section {describe('', name)}")
+        cls = _section_class(name, where)
         if body is None:
             body = {}
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: section {name} must be a mapping")
-        cls = hints[name]
-        hinted = typing.get_type_hints(cls)
-        specs = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in body.items():
-            full = key_name(name, key)
-            if key not in specs:
-                raise ConfigError(f"{where}: unknown key {full}")
-            values[key] = _coerce(full, value, hinted[key], where)
-            _check_value(full, values[key], specs[key], where)
+        values = {key: _checked(name, cls, key, value, where) for key, value in body.items()}
         sections[name] = cls(**values)
     cfg = Config(**sections, source_file=where)
     _check_tls(cfg.mqtt, where)
+    _check_web(cfg.web, where)
     return cfg
+
+
+def _secret(section: str, env: str, file: str, where: str, allow_empty: bool) -> str:
+    """A password from the environment variable named `env`, else the first line of the file `file`."""
+    if env:
+        if env not in os.environ:
+            raise ConfigError(f"{where}: {section}.password_env: environment variable {describe('', env)} is not set")
+        if not allow_empty and not os.environ[env].strip():
+            raise ConfigError(f"{where}: {section}.password_env: environment variable {describe('', env)} is empty")
+        return os.environ[env]
+    try:
+        with open_regular(Path(file).expanduser()) as f:
+            lines = f.read(MAX_FILE_BYTES).decode().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
+        raise ConfigError(f"{where}: {section}.password_file: cannot read {shown(file)} ({reason})") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"{where}: {section}.password_file: {shown(file)} has no password on its first line")
+    return lines[0].strip()
 
 
 def _resolve_mqtt(mqtt: MqttConfig, where: str, secrets: bool) -> MqttConfig:
     """The host name as the default device id and (with `secrets`) the password from password_env or password_file."""
     password = mqtt.password
-    if secrets and not password and mqtt.password_env:
-        if mqtt.password_env not in os.environ:
-            raise ConfigError(f"{where}: mqtt.password_env: environment variable {describe('', mqtt.password_env)} "
-                              "is not set")
-        password = os.environ[mqtt.password_env]
-    elif secrets and not password and mqtt.password_file:
-        try:
-            with open_regular(Path(mqtt.password_file).expanduser()) as f:
-                lines = f.read(MAX_FILE_BYTES).decode().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else e.strerror or str(e)
-            raise ConfigError(f"{where}: mqtt.password_file: cannot read {shown(mqtt.password_file)} ({reason})"
-                              ) from None
-        if not lines or not lines[0].strip():
-            raise ConfigError(f"{where}: mqtt.password_file: {shown(mqtt.password_file)} has no password on its "
-                              "first line")
-        password = lines[0].strip()
+    if secrets and not password and (mqtt.password_env or mqtt.password_file):
+        password = _secret("mqtt", mqtt.password_env, mqtt.password_file, where, allow_empty=True)
     return dataclasses.replace(mqtt, password=password, device_id=mqtt.device_id or socket.gethostname())
+
+
+def _resolve_web(web: WebConfig, where: str, secrets: bool) -> WebConfig:
+    """(With `secrets`, and the view enabled) the web password from password_env or password_file."""
+    password = web.password
+    # A view that is off needs no password, even where its source is missing.
+    if secrets and web.enabled and not password and (web.password_env or web.password_file):
+        password = _secret("web", web.password_env, web.password_file, where, allow_empty=False)
+    return dataclasses.replace(web, password=password)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -427,16 +559,40 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _error_line(e: yaml.YAMLError, text: str) -> int | None:
+    """The line (from 1) a YAML error is on: never past the file's last line, where PyYAML puts an early end."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return None
+    end = len(text.rstrip())
+    if mark.index < end:
+        return int(mark.line) + 1
+    # The file ended inside something: the line that opened it (a bracket, a quote, a key), else the last line.
+    context = getattr(e, "context_mark", None)
+    if context is not None and context.index < end:
+        return int(context.line) + 1
+    return text[:end].count("\n") + 1
+
+
+def _yaml_reason(e: yaml.YAMLError) -> str:
+    """PyYAML's own words for the problem, on one short line."""
+    problem = shown(getattr(e, "problem", "") or "")
+    if "<stream end>" in problem or "end of stream" in problem:
+        return "the file ends too early (a bracket or quote not closed?)"
+    return problem if len(problem) <= 100 else problem[:97] + "..."
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     """The document in a config file, or a ConfigError that says where it is wrong."""
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
+        number = _error_line(e, text)
+        line = f" at line {number}" if number else ""
         if isinstance(e, _Refused):
             raise ConfigError(f"{where}: {e.text}{line}") from None
-        raise ConfigError(f"{where}: not valid YAML{line}") from None
+        reason = _yaml_reason(e)
+        raise ConfigError(f"{where}: not valid YAML{line}" + (f": {reason}" if reason else "")) from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply") from None
 
@@ -448,7 +604,7 @@ def find_config(explicit: str | Path | None) -> Path | None:
     return next((p for p in SEARCH_PATH if p.is_file()), None)
 
 
-def load(path: str | Path | None = None, overrides: list[str] = (), secrets: bool = True) -> Config:
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), secrets: bool = True) -> Config:
     """Read and validate a config file (or the defaults) with `section.key=value` overrides on top."""
     data: dict[str, Any] = {}
     where = "defaults"
@@ -473,14 +629,18 @@ def load(path: str | Path | None = None, overrides: list[str] = (), secrets: boo
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for text in overrides:
         section, key, value = parse_override(text)
+        _checked(section, _section_class(section, OVERRIDE), key, value, OVERRIDE)  # its errors blame --set
         body = data.setdefault(section, {})
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: section {section} must be a mapping")
         body[key] = value
-    cfg = _build(data, where)
+    # Checks across keys blame the file; without one, every value that is not a default came from --set.
+    blame = OVERRIDE if found is None and overrides else where
+    cfg = dataclasses.replace(_build(data, blame), source_file=where)
     # Without `secrets` (a run that never connects) the password is left unread: whoever runs it may not be
     # allowed to read the service's password file.
-    return dataclasses.replace(cfg, mqtt=_resolve_mqtt(cfg.mqtt, where, secrets))
+    return dataclasses.replace(cfg, mqtt=_resolve_mqtt(cfg.mqtt, blame, secrets),
+                               web=_resolve_web(cfg.web, blame, secrets))
 
 
 def as_dict(cfg: Config) -> dict[str, Any]:
@@ -489,4 +649,6 @@ def as_dict(cfg: Config) -> dict[str, Any]:
     out.pop("source_file")
     if out["mqtt"]["password"]:
         out["mqtt"]["password"] = "***"
+    if out["web"]["password"]:
+        out["web"]["password"] = "***"
     return out

@@ -3,6 +3,7 @@ imports here: the event, MQTT and recorder modules load without OpenCV)."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,49 @@ Point = tuple[float, float]
 Landmarks = tuple[Point, Point, Point, Point, Point]
 # The emotion of a face the classifier should not label (edge_fer/vision/judge.py says which); its scores stay.
 UNSURE = "unsure"
+# Home Assistant's emotion when no face is in view: never a model's label.
+NO_FACE = "no_face"
+# A model's labels travel in every event and state: this many names at most, each this long at most.
+MAX_LABELS = 100
+MAX_LABEL_LENGTH = 200
 # Two boxes covering this much of the smaller one are one face (Haar groups overlapping windows loosely).
 SAME_FACE_OVERLAP = 0.5
+# Decimal places of what is published and printed: scores, confidences and detector scores to 1e-4 (finer than any
+# decision uses), landmarks to a tenth of a pixel. Here, so that --json, events and state round alike.
+SCORE_PLACES = 4
+POINT_PLACES = 1
+
+
+def label_problem(labels: object) -> str | None:
+    """Why `labels` cannot be a model's labels (what the classifier's sidecar and every document obey), or None."""
+    if not isinstance(labels, (list, tuple)) or not 1 <= len(labels) <= MAX_LABELS:
+        return f"is not a list of 1 to {MAX_LABELS} names"
+    for label in labels:
+        if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL_LENGTH or "\x00" in label:
+            return f"holds {label!r:.60}, not a name of 1 to {MAX_LABEL_LENGTH} characters"
+        try:
+            label.encode()
+        except UnicodeEncodeError:
+            return f"holds {label!r:.60}, not valid Unicode"
+    if len(set(labels)) != len(labels) or UNSURE in labels or NO_FACE in labels:
+        return f"are not distinct names other than {UNSURE!r} and {NO_FACE!r}"
+    return None
+
+
+class TextEnum(str, enum.Enum):
+    """An enum whose members are their text: in JSON, logs and f-strings alike (enum.StrEnum is Python 3.11's)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class EventType(TextEnum):
+    """What an event says: a track started, changed its emotion or ended, or a photo's face (--image --publish)."""
+
+    START = "start"
+    CHANGE = "change"
+    END = "end"
+    IMAGE = "image"
 
 
 @dataclass(frozen=True)
@@ -48,13 +90,11 @@ class Face:
         return f"{UNSURE} ({self.unsure})" if self.unsure else f"{self.emotion} {self.confidence:.0%}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form, rounded as events are."""
         return {"box": [int(v) for v in self.box], "emotion": self.emotion,
-                "confidence": round(self.confidence, 4),
-                "scores": {k: round(v, 4) for k, v in self.scores.items()},
-                "unsure": self.unsure,
-                "landmarks": landmarks_list(self.landmarks),
-                "detector_score": None if self.detector_score is None else round(self.detector_score, 4)}
+                "confidence": round(self.confidence, SCORE_PLACES), "scores": rounded_scores(self.scores),
+                "unsure": self.unsure, "landmarks": landmarks_list(self.landmarks),
+                "detector_score": None if self.detector_score is None else round(self.detector_score, SCORE_PLACES)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +111,7 @@ class Frame:
 class TrackEvent:
     """A track started, changed its emotion, or ended."""
 
-    type: str
+    type: EventType
     track_id: int
     emotion: str
     confidence: float
@@ -119,7 +159,13 @@ class Live:
 
 def landmarks_list(points: Landmarks | None) -> list[list[float]] | None:
     """Landmarks as JSON: five [x, y] pairs rounded to a tenth of a pixel, or null."""
-    return None if points is None else [[round(float(x), 1), round(float(y), 1)] for x, y in points]
+    return None if points is None else [[round(float(x), POINT_PLACES), round(float(y), POINT_PLACES)]
+                                        for x, y in points]
+
+
+def rounded_scores(scores: dict[str, float]) -> dict[str, float]:
+    """Scores as JSON, in their order, each to SCORE_PLACES."""
+    return {k: round(float(v), SCORE_PLACES) for k, v in scores.items()}
 
 
 def iou(a: Box, b: Box) -> float:

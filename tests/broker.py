@@ -8,9 +8,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -37,7 +38,7 @@ class Broker:
     """mosquitto on 127.0.0.1:port; can be stopped and started again on the same port."""
 
     def __init__(self, workdir: Path, port: int | None = None, password_file: Path | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, acl_file: Path | None = None) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
@@ -48,11 +49,13 @@ class Broker:
         persistence = ["persistence true", f"persistence_location {workdir}/"] if persistent else ["persistence false"]
         # Started as root, mosquitto would become user "mosquitto" and lose access to pytest's private tmp dirs.
         lines = [f"listener {self.port} 127.0.0.1", *persistence, "log_dest stderr", "user root"]
-        lines += [f"password_file {password_file}", "allow_anonymous false"] if password_file else ["allow_anonymous true"]
+        lines += ([f"password_file {password_file}", "allow_anonymous false"] if password_file
+                  else ["allow_anonymous true"])
+        lines += [f"acl_file {acl_file}"] if acl_file else []  # who may read and write which topics
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         """Start and wait until the port accepts connections."""
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -117,7 +120,7 @@ class Subscriber:
         with self._lock:
             return [m for m in self.messages if m.topic.endswith(suffix)]
 
-    def wait_for(self, check: Callable[["Subscriber"], bool], timeout: float) -> bool:
+    def wait_for(self, check: Callable[[Subscriber], bool], timeout: float) -> bool:
         """Poll until check(self) is true or the timeout passes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

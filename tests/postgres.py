@@ -63,7 +63,7 @@ class Postgres:
         """A connection URL for the superuser."""
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{database}"
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         """initdb (password auth) and run."""
         pwfile = self.dir / "pw"
         pwfile.write_text(PASSWORD + "\n")
@@ -79,12 +79,13 @@ class Postgres:
                 self.port = free_port()
         return self.run()
 
-    def run(self) -> "Postgres":
+    def run(self) -> Postgres:
         """Start the server on the initialized directory; wait until it accepts a connection."""
         import psycopg
 
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([self.server, "-D", str(self.dir / "data"), "-p", str(self.port), "-k", str(self.dir),
+            self.proc = subprocess.Popen([self.server, "-D", str(self.dir / "data"), "-p", str(self.port),
+                                          "-k", str(self.dir),
                                           "-c", "listen_addresses=127.0.0.1",
                                           "-c", f"fsync={'on' if self.durable else 'off'}"],
                                          user=self.user, stdout=log, stderr=log)

@@ -3,8 +3,8 @@
 import sys
 import threading
 
-from edge_fer.vision import analyze
 from edge_fer.cli.main import main
+from edge_fer.vision import analyze
 
 _real_classify = analyze.Analyzer.classify
 _calls = [0]

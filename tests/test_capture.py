@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.live.capture import Capture
 from edge_fer.cli.main import main
 from edge_fer.config import CameraConfig
 from edge_fer.errors import EXIT_RUNTIME, EdgeFerError
+from edge_fer.live.capture import Capture
 from tests.conftest import ROOT, write_video
 
 
@@ -75,6 +75,15 @@ def test_a_device_that_is_not_there_is_down_and_retried(tmp_path: Path) -> None:
         assert _wait(lambda: cap.state == "down", 5)
         assert cap.latest(timeout=0.2) is None
     assert time.monotonic() - t0 < 8  # closing does not wait for the backoff
+
+
+def test_a_stream_password_never_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on port 9 here: the stream is down at once, and its URL is logged with the password hidden.
+    with caplog.at_level("WARNING"), Capture(CameraConfig(source="rtsp://cam:s3cret@127.0.0.1:9/live?password=s3cret",
+                                                          reopen_max_seconds=0.5)) as cap:
+        assert _wait(lambda: cap.state == "down", 10)
+    said = [r.getMessage() for r in caplog.records if "127.0.0.1:9" in r.getMessage()]
+    assert said and all("s3cret" not in m and "cam:***@" in m for m in said), said
 
 
 def _played(cfg: CameraConfig) -> tuple[list[int], Capture]:
@@ -173,8 +182,8 @@ def test_picamera2_broken_by_numpy_2_says_what_to_do(tmp_path, monkeypatch) -> N
 
     import pytest
 
-    from edge_fer.live.capture import _import_picamera2
     from edge_fer.errors import UsageError
+    from edge_fer.live.capture import _import_picamera2
 
     (tmp_path / "picamera2").mkdir()
     (tmp_path / "picamera2" / "__init__.py").write_text(

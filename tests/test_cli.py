@@ -58,10 +58,10 @@ def test_no_face_is_a_normal_result() -> None:
     assert [d["faces"] for d in docs] == [[], [], []]
 
 
-def test_faces_are_ordered_largest_first(tmp_path: Path, fer_private) -> None:
-    happy = [i for i in range(len(fer_private)) if fer_private.y[i] == 3][:2]
-    frame, _ = paste_faces([fer_private.x[happy[0]]], size=120, frame_wh=(800, 480))
-    big = cv2.resize(cv2.cvtColor(fer_private.x[happy[1]], cv2.COLOR_GRAY2BGR), (220, 220), interpolation=cv2.INTER_CUBIC)
+def test_faces_are_ordered_largest_first(tmp_path: Path, clear_faces) -> None:
+    happy = clear_faces["happy"][:2]
+    frame, _ = paste_faces([happy[0]], size=120, frame_wh=(800, 480))
+    big = cv2.resize(cv2.cvtColor(happy[1], cv2.COLOR_GRAY2BGR), (220, 220), interpolation=cv2.INTER_CUBIC)
     frame[100:320, 520:740] = big
     path = tmp_path / "two.png"
     cv2.imwrite(str(path), frame)
@@ -155,7 +155,7 @@ def test_check_config_prints_the_merged_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("camera:\n  fsp: 5\n")
     code, _, err = run("--check-config", "--config", str(bad))
-    assert code == EXIT_USAGE and err.strip() == f"edge-fer: {bad}: unknown key camera.fsp"
+    assert code == EXIT_USAGE and err.strip() == f"edge-fer: {bad}: unknown key camera.fsp; did you mean camera.fps?"
 
 
 def test_picamera2_missing_is_a_clear_error() -> None:
@@ -306,8 +306,9 @@ def test_without_tkinter_the_daemon_runs_headless_and_the_window_says_what_to_in
                "sys.exit(main(sys.argv[1:]))")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["PYTHONPATH"] = str(ROOT)
-    headless = subprocess.run([sys.executable, "-c", blocked, "--source", str(face_video), "--set", "mqtt.enabled=false",
-                               "--set", "display.enabled=true"], env=env, capture_output=True, text=True, timeout=120)
+    headless = subprocess.run([sys.executable, "-c", blocked, "--source", str(face_video), "--set",
+                               "mqtt.enabled=false", "--set", "display.enabled=true"], env=env, capture_output=True,
+                              text=True, timeout=120)
     assert headless.returncode == 0 and "Traceback" not in headless.stderr, headless.stderr[-2000:]
     window = subprocess.run([sys.executable, "-c", blocked, "--display", "--source", str(face_video), "--set",
                              "mqtt.enabled=false"], env={**env, "DISPLAY": ":99"}, capture_output=True, text=True,

@@ -234,3 +234,54 @@ def test_tls_files_that_are_missing_or_wrong_are_config_errors(tmp_path: Path) -
 def test_a_nul_in_a_file_name_is_a_config_error_naming_the_key(key: str) -> None:
     with pytest.raises(ConfigError, match=f"{key}: cannot read 'a\\\\x00b' \\(No such file or directory\\)"):
         load(None, ["mqtt.tls=true", f'{key}="a\\0b"'])
+
+
+def test_set_errors_blame_set_not_the_file_and_unknown_keys_get_the_nearest_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge_fer.config.SEARCH_PATH", (tmp_path / "config.yaml",))  # no file: the defaults
+    f = tmp_path / "c.yaml"
+    f.write_text("mqtt:\n  host: broker.lan\n")
+    cases = [
+        (f, ["mqtt.prot=1"], "--set: unknown key mqtt.prot; did you mean mqtt.port?"),
+        (None, ["mqtt.prot=1"], "--set: unknown key mqtt.prot; did you mean mqtt.port?"),
+        (f, ["mqtt.port=70000"], "--set: mqtt.port = 70000 is out of range [1, 65535]"),
+        (None, ["mqtt.host="], "--set: mqtt.host = '' must not be empty"),
+        (f, ["detecter.backend=haar"], "--set: unknown section 'detecter'; did you mean detector?"),
+        (None, ["mqtt.score_threshold=0.5"], "--set: unknown key mqtt.score_threshold; did you mean "
+                                             "yunet.score_threshold?"),
+        (None, ["camera.zzz=1"], "--set: unknown key camera.zzz"),
+        (None, ["mqtt.password=[hunter2, 1]"], "--set: mqtt.password must be str, got list"),
+        # Without a file, a check across keys can only fail on values --set gave.
+        (None, ["mqtt.tls=true", f"mqtt.ca_certs={tmp_path / 'absent.pem'}"],
+         f"--set: mqtt.ca_certs: cannot read {tmp_path / 'absent.pem'} (No such file or directory)"),
+    ]
+    for path, overrides, message in cases:
+        with pytest.raises(ConfigError) as e:
+            load(path, overrides)
+        assert str(e.value) == message, overrides
+    # A key from the file is blamed on the file, with the same suggestion.
+    f.write_text("mqtt:\n  prot: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load(f, ["camera.fps=5"])
+    assert str(e.value) == f"{f}: unknown key mqtt.prot; did you mean mqtt.port?"
+    assert load(None, ["camera.fps=5"]).source_file == "defaults"  # --set is blamed, never named the source
+
+
+@pytest.mark.parametrize("text, line, reason", [
+    ("camera:\n  fps: 5\n  source: [0,\n", 3, "the file ends too early"),  # PyYAML says line 4
+    ("mqtt:\n  host: 'broker\n  port: 1883\n", 2, "the file ends too early"),  # the quote opened on line 2
+    ("camera:\n  fps: [\n", 2, "the file ends too early"),
+    ("camera:\n  fps: 5\n   loop: true\n", 3, "mapping values are not allowed here"),
+    ("camera:\n  fps: 5\n\n\n", None, None),
+])
+def test_a_yaml_error_names_the_line_it_is_on(tmp_path: Path, text: str, line: int | None,
+                                              reason: str | None) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    if line is None:
+        assert load(f).camera.fps == 5.0
+        return
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    assert str(e.value).startswith(f"{f}: not valid YAML at line {line}: {reason}"), str(e.value)
+    assert line <= len(text.splitlines())

@@ -120,7 +120,8 @@ def running(config: Path, notify: NotifySocket | None = None, watchdog_usec: int
 
 def camera_states(err: str) -> list[str]:
     """The camera states the daemon logged, in order."""
-    return [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines() if "edge_fer.live.capture: camera" in line]
+    return [line.rsplit(": ", 1)[-1].split(" ")[0] for line in err.splitlines()
+            if "edge_fer.live.capture: camera" in line]
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
@@ -245,7 +246,7 @@ def test_broker_down_at_start_and_mid_run_loses_no_event(tmp_path: Path, clear_f
 def test_camera_missing_at_start_then_appears(tmp_path: Path, broker: Broker, face_video: Path) -> None:
     later = tmp_path / "late.avi"
     sub = Subscriber(broker.port)
-    proc = start_daemon(write_config(tmp_path / "c.yaml", later, broker.port))
+    proc = start_daemon(write_config(tmp_path / "c.yaml", later, broker.port, camera={"wait_for_file": True}))
     try:
         assert sub.wait_for(lambda s: any(m.json().get("camera") == "down" for m in s.on("/state")), 20), \
             "state did not show the camera down"
@@ -259,6 +260,16 @@ def test_camera_missing_at_start_then_appears(tmp_path: Path, broker: Broker, fa
         sub.close()
     assert code == 0
     assert "no such video file" in err and err.count("no such video file") == 1  # logged once per state change
+
+
+def test_a_missing_video_file_is_a_typo_not_a_camera(tmp_path: Path, broker: Broker) -> None:
+    # Without camera.wait_for_file the daemon says so at once and stops with the config status, not retry for ever.
+    proc = start_daemon(write_config(tmp_path / "c.yaml", tmp_path / "typo.mp4", broker.port))
+    code, err = finish(proc, 60)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "typo.mp4" in line]
+    assert len(lines) == 1 and "no such video file" in lines[0] and "camera.wait_for_file" in lines[0], err
+    assert "Traceback" not in err
 
 
 def test_systemd_unit_verifies() -> None:
@@ -377,12 +388,18 @@ def test_image_publish_sends_one_event_per_face(tmp_path: Path, broker: Broker) 
 
 def test_queue_bound_keeps_the_oldest_and_counts_what_it_drops(tmp_path: Path, caplog) -> None:
     from edge_fer.config import MqttConfig
+    from edge_fer.messaging.contract import FER_LABELS
+    from edge_fer.messaging.events import EventFactory
     from edge_fer.messaging.mqtt import MqttPublisher
+    from edge_fer.types import EventType, TrackEvent
 
     broker = Broker(tmp_path)
     pub = MqttPublisher(MqttConfig(host="127.0.0.1", port=broker.port, queue_size=5, discovery=False), "q").start()
     try:
-        accepted = [pub.publish_event({"seq": i}) for i in range(1, 9)]
+        factory = EventFactory("q")
+        start = TrackEvent(EventType.START, 1, "happy", 0.9, {k: 0.9 if k == "happy" else 0.1 / 6 for k in FER_LABELS},
+                           (1, 2, 3, 4))
+        accepted = [pub.publish_event(factory.event(start, (640, 480))) for _ in range(8)]
         assert accepted == [True] * 5 + [False] * 3 and pub.dropped == 3
         assert "MQTT queue full (5 events): 1 events dropped so far" in caplog.text
         broker.start()
@@ -526,7 +543,7 @@ def test_sighup_with_a_bad_config_changes_nothing(tmp_path: Path, broker: Broker
             config.write_text(bad)
             proc.send_signal(signal.SIGHUP)
             # A refused reload is over at once: RELOADING=1, then READY=1 (after the refusal is logged).
-            assert until(lambda: len(lifecycle(notify)) == 3 + 2 * i, 20), notify.messages
+            assert until(lambda n=3 + 2 * i: len(lifecycle(notify)) == n, 20), notify.messages
         assert errlog.read_text().count("reload refused") == 3, errlog.read_text()
         assert proc.poll() is None
         # Nothing was restarted: one start event, no end, no offline, no second "running".

@@ -11,14 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.vision.align import Framing, eye_angle
-from edge_fer.vision.analyze import Analyzer
 from edge_fer.cli.main import main
 from edge_fer.config import Config, HaarConfig, YunetConfig, load
-from edge_fer.vision.detector import HaarDetector, YuNetDetector, one_per_face, shipped_model
 from edge_fer.errors import EXIT_MODEL, ConfigError, ModelError
-from edge_fer.vision.images import read_image
 from edge_fer.types import Detection
+from edge_fer.vision.align import Framing, eye_angle
+from edge_fer.vision.analyze import Analyzer
+from edge_fer.vision.detector import HaarDetector, YuNetDetector, one_per_face, shipped_model
+from edge_fer.vision.images import read_image
 from tests.conftest import ASTRONAUT, NO_FACE_IMAGES, overlap, paste_faces
 
 YUNET_PHOTO, YUNET_CAMERA = YuNetDetector(YunetConfig(), photos=True), YuNetDetector(YunetConfig())
@@ -122,7 +122,8 @@ def test_a_corrupt_model_through_the_cli_is_exit_3_in_one_line(tmp_path: Path) -
     err = io.StringIO()
     code = main(["--image", str(ASTRONAUT), "--set", f"yunet.model={bad}"], out=io.StringIO(), err=err)
     assert code == EXIT_MODEL
-    assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("edge-fer: ") and "not a usable YuNet" in err.getvalue()
+    said = err.getvalue()
+    assert said.count("\n") == 1 and said.startswith("edge-fer: ") and "not a usable YuNet" in said
 
 
 def test_a_cascade_that_does_not_load_is_a_model_error(tmp_path: Path) -> None:
@@ -193,7 +194,8 @@ def test_searching_near_known_faces_is_chosen_only_while_it_is_cheaper() -> None
 
 
 def test_a_face_in_a_picture_wider_than_opencv_warps_is_framed_like_the_same_face_in_a_small_one() -> None:
-    # OpenCV's warp refuses sources of 32,767 px or more on a side (a fuzzed GIF found it): only the face's region is warped.
+    # OpenCV's warp refuses sources of 32,767 px or more on a side (a fuzzed GIF found it): only the face's region
+    # is warped.
     small = cv2.imread(str(ASTRONAUT), cv2.IMREAD_GRAYSCALE)[40:200, 150:310]
     wide = np.zeros((160, 33_120), np.uint8)
     wide[:, 20_000:20_160] = small

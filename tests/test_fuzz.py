@@ -78,7 +78,8 @@ _defaults = dataclasses.asdict(Config())
 _defaults.pop("source_file")
 SECTIONS = sorted(_defaults)
 values = st.one_of(st.none(), st.booleans(), st.integers(-10**9, 10**9), st.floats(allow_nan=True),
-                   st.text(max_size=20), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+                   st.text(max_size=20), st.lists(st.integers(), max_size=3),
+                   st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
 
 
 @st.composite

@@ -67,12 +67,12 @@ def test_an_empty_mqtt_host_is_refused_when_the_config_is_loaded(tmp_path: Path,
     # camera.source: before the fix the daemon went on to open a camera.
     res = run_edge_fer(tmp_path, *command, "--set", "mqtt.host=", "--set", "camera.source=clip.avi", timeout=60)
     assert (res.returncode, res.stdout) == (EXIT_USAGE, "")
-    assert res.stderr == "edge-fer: defaults: mqtt.host = '' must not be empty\n"
+    assert res.stderr == "edge-fer: --set: mqtt.host = '' must not be empty\n"
     assert not (tmp_path / "events.db").exists()
 
 
 def test_empty_option_values_are_refused_not_taken_for_absent(tmp_path: Path) -> None:
-    from edge_fer.recorder.record import main
+    from edge_fer.cli.main import main
 
     db = tmp_path / "events.db"
     open_store(str(db)).close()

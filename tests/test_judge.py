@@ -13,9 +13,9 @@ import numpy as np
 from edge_fer.cli.main import main
 from edge_fer.config import TrackingConfig, UnsureConfig
 from edge_fer.errors import EXIT_OK
-from edge_fer.vision.judge import Reason, judge, pose, quality
 from edge_fer.live.tracking import Tracker
 from edge_fer.types import UNSURE, Detection, Face
+from edge_fer.vision.judge import Reason, judge, pose, quality
 from tests.conftest import ASTRONAUT
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -78,14 +78,14 @@ def face(unsure: str | None = None, **probs: float) -> Face:
 
 def test_a_track_is_unsure_until_judged_then_keeps_its_label_through_faces_it_cannot_judge() -> None:
     tr = Tracker(TrackingConfig(), LABELS)
-    (start,) = tr.update([face("small", sad=0.8)], 0.0)
+    (start,) = tr.update([face("small", sad=0.8)], 0.0).events
     assert (start.type, start.emotion) == ("start", UNSURE)
-    assert tr.update([face("dark", angry=0.9)], 0.1) == []
-    (change,) = tr.update([face(happy=0.8)], 0.2)
+    assert tr.update([face("dark", angry=0.9)], 0.1).events == []
+    (change,) = tr.update([face(happy=0.8)], 0.2).events
     assert (change.type, change.emotion, round(change.confidence, 2)) == ("change", "happy", 0.8)
     # A face turned away for a while says nothing: the label and its scores stay.
     for i in range(10):
-        assert tr.update([face("turned", sad=0.95)], 0.3 + i * 0.1) == []
+        assert tr.update([face("turned", sad=0.95)], 0.3 + i * 0.1).events == []
     (end,) = tr.close_all(2.0)
     assert (end.emotion, round(end.confidence, 2)) == ("happy", 0.8)
 

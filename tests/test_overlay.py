@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -18,11 +19,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.vision.annotate import color_of
 from edge_fer.cli.main import main
 from edge_fer.config import load
 from edge_fer.errors import EXIT_RUNTIME, EXIT_USAGE
+from edge_fer.vision.annotate import MIN_SCALE, color_of, label_size, place_labels
 from tests.conftest import ASTRONAUT, ROOT
+
+NO_CAMERA = "/dev/video63"  # a camera that is not plugged in
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed (apt-get install xvfb)")
 
@@ -101,13 +104,28 @@ def unsure_window(xvfb, tmp_path: Path, face_video: Path):
     yield from open_window(tmp_path, face_video, "unsure.min_confidence=0.999")
 
 
+@pytest.fixture
+def photo_window(xvfb, tmp_path: Path):
+    """The window for photos: its camera is one that is not there."""
+    yield from open_window(tmp_path, Path(NO_CAMERA))
+
+
+@pytest.fixture(scope="module")
+def six_faces(tmp_path_factory) -> Path:
+    """The astronaut six times over, 3 by 2: six real faces."""
+    tile = cv2.imread(str(ASTRONAUT))
+    path = tmp_path_factory.mktemp("six") / "six.png"
+    cv2.imwrite(str(path), np.vstack([np.hstack([tile] * 3)] * 2))
+    return path
+
+
 def open_window(tmp_path: Path, face_video: Path, *overrides: str):
     """The window on the face video, with the camera not yet started; closed after the test."""
     import tkinter as tk
 
-    from edge_fer.vision.analyze import Analyzer
-    from edge_fer.ui.overlay import Overlay
     from edge_fer.live.service import Service, WindowHost
+    from edge_fer.ui.overlay import Overlay
+    from edge_fer.vision.analyze import Analyzer
 
     cfg = load(None, [f"camera.source={face_video}", "camera.loop=true", "mqtt.enabled=false",
                       f"display.save_dir={tmp_path / 'saved'}", *overrides])
@@ -357,3 +375,114 @@ def test_gui_camera_that_fails_says_so_and_the_window_stays(xvfb, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
     assert "Traceback" not in errlog.read_text()
+
+
+def test_a_camera_that_is_not_there_shows_its_state_at_once(photo_window) -> None:
+    overlay, pipeline = photo_window
+    overlay.toggle_camera()
+    assert overlay.status.cget("text") in (f"camera {NO_CAMERA}: starting...",
+                                           f"camera {NO_CAMERA}: down, retrying (the log says why)")
+    # The capture's own state, as soon as its first open fails: not "starting" until something gives up.
+    assert pump(overlay.root, lambda: overlay.status.cget("text") == f"camera {NO_CAMERA}: down, retrying "
+                "(the log says why)", 20), overlay.status.cget("text")
+    assert pipeline.camera_state == "down"
+    overlay.toggle_camera()
+    assert overlay.status.cget("text") == "camera stopped"
+
+
+def open_photo(overlay, path: Path, faces: int) -> None:
+    overlay.open_image(path).join(60)
+    assert pump(overlay.root, lambda: len(overlay.faces) == faces and str(path) in overlay.status.cget("text"), 10), \
+        overlay.status.cget("text")
+
+
+def test_the_score_panel_fits_as_many_faces_as_the_window_allows(photo_window, six_faces: Path) -> None:
+    overlay, _ = photo_window
+    open_photo(overlay, six_faces, 6)
+    panel = overlay.panel
+
+    def with_bars() -> list[int]:
+        return [i for i in range(6) if panel.find_withtag(f"bar{i}")]
+
+    # 1000x600: the first faces with all their bars, the others one line each; no face cut off.
+    assert [i for i in range(6) if panel.find_withtag(f"title{i}")] == list(range(6))
+    assert not panel.find_withtag("more")
+    before = len(with_bars())
+    assert 1 <= before < 6 and with_bars() == list(range(before))
+    assert all(panel.bbox(f"title{i}")[3] <= panel.winfo_height() for i in range(6))
+    # A taller window: more faces get their bars.
+    overlay.root.geometry("1200x790")
+    assert pump(overlay.root, lambda: len(with_bars()) > before, 5), with_bars()
+    assert all(panel.bbox(f"title{i}")[3] <= panel.winfo_height() for i in range(6))
+
+
+def test_boxes_and_panel_rows_carry_the_same_number(photo_window, six_faces: Path, xvfb) -> None:
+    overlay, _ = photo_window
+    open_photo(overlay, six_faces, 6)
+    pump(overlay.root, lambda: overlay.video.find_withtag("frame"), 2)
+    s, (ox, oy) = overlay.scale, overlay.offset
+    shown = [dataclasses.replace(f, box=tuple(round(v * s) for v in f.box)) for f in overlay.faces]
+    height, width = (round(v * s) for v in overlay.frame.shape[:2])
+    names = [str(i + 1) for i in range(6)]
+    labels = place_labels(shown, names, width, height)
+    shot = grab(xvfb, overlay.video)
+    for i, (face, label) in enumerate(zip(overlay.faces, labels)):
+        assert overlay.panel.itemcget(f"title{i}", "text").startswith(f"{i + 1}  ")
+        assert label.text.split()[0] == str(i + 1)
+        # On screen, where the label goes: a background filled with the face's colour.
+        x, y, w, h = label.rect
+        area = shot[oy + y + 2: oy + y + h - 2, ox + x + 2: ox + x + w - 2]
+        assert near(area, color_of(face.emotion), 12).mean() > 0.4, i
+
+
+def test_a_small_face_keeps_a_legible_label_on_screen(photo_window, tmp_path: Path, xvfb) -> None:
+    overlay, _ = photo_window
+    frame = np.full((1080, 1920, 3), 128, np.uint8)
+    frame[400:600, 800:1000] = cv2.resize(cv2.imread(str(ASTRONAUT)), (200, 200), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "far.png"
+    cv2.imwrite(str(path), frame)
+    open_photo(overlay, path, 1)
+    pump(overlay.root, lambda: overlay.video.find_withtag("frame"), 2)
+    face, s, (ox, oy) = overlay.faces[0], overlay.scale, overlay.offset
+    assert face.box[2] * s < 20  # a face some 13 pixels wide on screen
+    shot = grab(xvfb, overlay.video)
+    left, top = round(ox + face.box[0] * s), round(oy + face.box[1] * s)
+    # Up from the box's top edge, just inside its left side: the label's filled background, as tall as the
+    # smallest legible label (the text of an unfilled caption is a few pixels of strokes here).
+    column = near(shot[:top, left + 1][::-1][:, None], color_of(face.emotion), 40)[:, 0]
+    run = int(np.argmin(column)) if not column.all() else len(column)
+    assert run >= label_size("Ag", MIN_SCALE)[1] - 2, run
+
+
+def test_the_open_dialog_hides_dot_folders_and_starts_on_images(photo_window, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    overlay, _ = photo_window
+    folder = tmp_path / "photos"
+    for name in (".git", ".pytest_cache", "trip"):
+        (folder / name).mkdir(parents=True)
+    for name in ("a.jpg", "IMG_0001.JPG", "b.png", "notes.txt", ".hidden.png"):
+        (folder / name).write_bytes(b"")
+    monkeypatch.chdir(folder)
+    root, seen = overlay.root, {}
+    dialog = ".__tk_filedialog"
+
+    def look(tries: int = 0) -> None:
+        """Read what the real dialog lists once it has, then cancel it."""
+        icons = f"{dialog}.contents.icons"
+        if root.tk.call("winfo", "exists", dialog) and int(root.tk.call(icons, "index", "end")) > 0:
+            seen["items"] = [root.tk.call(icons, "get", i) for i in range(int(root.tk.call(icons, "index", "end")))]
+            seen["filter"] = root.tk.call(f"{dialog}.contents.f2.menu", "cget", "-text")
+            toggle = f"{dialog}.contents.f2.hidden"
+            seen["toggle"] = (str(root.tk.call("winfo", "manager", toggle)),
+                              str(root.tk.call(toggle, "cget", "-state")))
+        if "items" in seen or tries > 400:
+            if root.tk.call("winfo", "exists", dialog):
+                root.tk.call(f"{dialog}.contents.f2.cancel", "invoke")
+            return
+        root.after(25, look, tries + 1)
+
+    root.after(25, look)
+    overlay.open_dialog()  # returns once the dialog is cancelled
+    assert sorted(seen["items"], key=str.lower) == ["a.jpg", "b.png", "IMG_0001.JPG", "trip"]
+    assert str(seen["filter"]).startswith("Images (*.jpg,*.JPG,*.png,*.PNG")
+    assert seen["toggle"] == ("grid", "normal")  # dot files are one click away

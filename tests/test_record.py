@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -60,7 +61,7 @@ def publish(port: int, messages: list[tuple[str, Any]], retain: bool = False) ->
 class Recorder:
     """`edge-fer record` as a subprocess with its log in a file."""
 
-    running: list["Recorder"] = []
+    running: list[Recorder] = []
 
     def __init__(self, tmp_path: Path, db: str, port: int, *extra: str, name: str = "rec",
                  client: str = "test-rec") -> None:
@@ -155,7 +156,7 @@ def test_events_and_states_stored_once_malformed_counted(tmp_path: Path, broker:
         assert cur.fetchone() == ("cam1", "run-a", "image", None, "happy", 0.8, 100, 640, 1795770000.0)
         cur.execute("SELECT device, faces, dominant_emotion, camera, fps FROM states")
         assert cur.fetchall() == [("cam1", 2, "happy", "ok", 14.5)]
-        cur.execute("SELECT version FROM schema_version")
+        cur.execute("SELECT MAX(version) FROM schema_version")
         assert cur.fetchall() == [(SCHEMA_VERSION,)]
     if not db.startswith("postgresql"):
         assert b"private.jpg" not in Path(db).read_bytes()  # the photo's name is not kept either
@@ -516,3 +517,57 @@ def test_faces_not_judged_travel_as_unsure_to_the_broker_the_recorder_and_the_re
     assert main(["report", "--db", db], out=out, err=err_out) == EXIT_OK, err_out.getvalue()
     line = next(row for row in out.getvalue().splitlines() if row.startswith("testcam"))
     assert line.split()[-1] == "100.0%"  # all of the face time is in the unsure column
+
+
+def seqs_at(db: Path) -> list[int]:
+    """The stored seqs of the database at `db`; [] while no file is there (reading never creates one)."""
+    return seqs(str(db)) if db.exists() else []
+
+
+def whole(db: Path) -> bool:
+    """SQLite's own check of every page of the file finds nothing wrong."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved away", "replaced"])
+def test_a_sqlite_file_deleted_or_replaced_while_recording_is_noticed_and_nothing_is_acknowledged_into_it(
+        tmp_path: Path, broker: Broker, how: str) -> None:
+    db, old = tmp_path / "e.db", tmp_path / "old.db"
+    rec = Recorder(tmp_path, str(db), broker.port)
+    publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 6)])
+    assert until(lambda: seqs_at(db) == [1, 2, 3, 4, 5], 20), seqs_at(db)
+    expected = [6, 7, 8, 9, 10]
+    if how == "deleted":
+        db.unlink()  # rm events.db: its -wal and -shm stay behind
+    elif how == "moved away":
+        db.rename(old)
+    else:  # another edge-fer database moved over it, as a restore from a backup would be
+        other = tmp_path / "other.db"
+        with open_store(str(other)) as store:
+            store.write([event_row("cam9", json.dumps(event(100, device="cam9")).encode(), 0.0)], [])
+        other.replace(db)
+        expected += [100]
+    publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(6, 11)])
+    # Read only once the recorder has let go of the file: a reader would take the old file's WAL for the new one's.
+    rec.wait_log("the database file was deleted or replaced", 20)
+    rec.wait_log("writing again", 20)
+    assert until(lambda: seqs_at(db) == expected, 20), seqs_at(db)
+    code, log = rec.stop()
+    assert code == EXIT_OK and "Traceback" not in log, log
+    assert summary(log).startswith("10 events stored, 0 duplicates skipped"), log  # 6-10 counted once, where they are
+    assert whole(db)
+    if how == "moved away":  # the file taken away keeps what was acknowledged into it, and is whole
+        assert seqs(str(old)) == [1, 2, 3, 4, 5] and whole(old)
+
+
+def test_a_sqlite_file_moved_away_keeps_what_was_acknowledged_into_it_when_the_recorder_stops(
+        tmp_path: Path, broker: Broker) -> None:
+    db, old = tmp_path / "e.db", tmp_path / "old.db"
+    rec = Recorder(tmp_path, str(db), broker.port)
+    publish(broker.port, [("edge_fer/cam1/events", event(i)) for i in range(1, 4)])
+    assert until(lambda: seqs_at(db) == [1, 2, 3], 20), seqs_at(db)
+    db.rename(old)
+    code, log = rec.stop()  # SQLite itself leaves a moved file's last commits in the -wal at the old name
+    assert code == EXIT_OK and "Traceback" not in log, log
+    assert seqs(str(old)) == [1, 2, 3] and whole(old)

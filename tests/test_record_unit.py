@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from edge_fer.recorder.record import build_parser
+from edge_fer.cli import record
+from edge_fer.cli.main import parse
 from tests.conftest import ROOT
 
 UNIT = ROOT / "systemd" / "edge-fer-record.service"
@@ -35,5 +36,6 @@ def test_the_recorder_unit_runs_a_command_the_recorder_accepts() -> None:
     line = next(x for x in UNIT.read_text().splitlines() if x.startswith("ExecStart="))
     argv = shlex.split(line.removeprefix("ExecStart="))
     assert argv[0] == "/opt/edge-fer/bin/edge-fer" and argv[1] == "record"
-    args = build_parser().parse_args(argv[1:])
+    runner, args = parse(argv[1:])
+    assert runner is record.run
     assert args.db.startswith("/var/lib/edge-fer-record/") and args.config == "/etc/edge-fer/config.yaml"

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime as dt
 import io
 import json
 import math
 import re
+import time
+import zoneinfo
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from edge_fer.cli.main import main
-from edge_fer.errors import EXIT_INPUT, EXIT_OK
+from edge_fer.errors import EXIT_INPUT, EXIT_OK, UsageError
+from edge_fer.recorder import report
 from edge_fer.recorder.report import COLOURS
 from edge_fer.recorder.store import event_row, open_store
 from tests.postgres import db, postgres_server, postgres_url  # noqa: F401  (fixtures)
@@ -160,3 +165,123 @@ def test_long_spans_merge_into_round_steps(tmp_path: Path) -> None:
     assert _merge_factor(300, 3 * 288, 565) == 2  # of five-minute buckets
     assert _merge_factor(60, 10**9, 565) == math.ceil(10**9 / 565)  # beyond monthly bars: whatever fits
     assert (step_name(60), step_name(600), step_name(30)) == ("minute", "10 minutes", "30 seconds")
+    # As the picture's footer and the page's heading say it: "each bar is one minute", not "is minute".
+    assert [report.step_amount(s) for s in (1, 60, 600, 3600, 30)] == [
+        "one second", "one minute", "10 minutes", "60 minutes", "30 seconds"]
+
+
+def steady_face() -> list[dict]:
+    """One face in view from 09:00:30 to 09:03:30: the device's first and last minute are only half followed."""
+    return [event(1, ts=DAY + "09:00:30Z"), event(2, kind="end", ts=DAY + "09:03:30Z")]
+
+
+def test_the_faces_line_leaves_out_minutes_only_partly_followed(tmp_path: Path, db: str) -> None:
+    fill(db, steady_face())
+    target = tmp_path / "report.png"
+    code, _, err = run("report", "--db", db, "--out", str(target))
+    assert code == EXIT_OK, err
+    (tl,) = report.build([("cam1", "r", "start", 1, "happy", report_time("09:00:30"), None),
+                          ("cam1", "r", "end", 1, "happy", report_time("09:03:30"), None)], 60)
+    # One face the whole time: the line is 1 where the minute was followed from end to end, and absent (no
+    # rise from 0.5, no fall to 0.5) where it was not.
+    assert report.faces_line(tl, 1) == [None, 1.0, 1.0, None]
+    assert [tl.coverage(i) for i in range(4)] == [report.Coverage.PART, report.Coverage.WHOLE,
+                                                  report.Coverage.WHOLE, report.Coverage.PART]
+    img = Image.open(target).convert("RGB")
+    plot_w = img.width - report.PNG_LEFT - report.PNG_RIGHT
+    y0 = report.PNG_TOP + 30
+    y1 = y0 + report.PNG_PANEL_H
+
+    def black_rows(bar: int) -> list[int]:
+        x0 = report.PNG_LEFT + bar * plot_w // 4
+        return sorted({y for y in range(y0 - 3, y1 - 1) for x in range(x0 + 3, x0 + plot_w // 4 - 3)
+                       if img.getpixel((x, y)) == (0, 0, 0)})
+
+    assert black_rows(0) == [] and black_rows(3) == []  # the line leaves the half minutes out
+    assert black_rows(1) and max(black_rows(1)) <= y0 + 5  # and runs along the top (1 face of at most 1)
+    # The half minutes' bars are drawn pale, the whole ones in the emotion's own colour.
+    middle = (y0 + y1) // 2
+    assert img.getpixel((report.PNG_LEFT + plot_w // 8, middle)) == report._pale(COLOURS["happy"])
+    assert img.getpixel((report.PNG_LEFT + 3 * plot_w // 8, middle)) == COLOURS["happy"]
+
+
+def report_time(hms: str) -> float:
+    return dt.datetime.fromisoformat(f"{DAY}{hms}+00:00").timestamp()
+
+
+def test_html_marks_partial_minutes_and_shows_the_time_zone(tmp_path: Path) -> None:
+    timelines = report.build([("cam1", "r", "start", 1, "happy", report_time("09:00:30"), None),
+                              ("cam1", "r", "end", 1, "happy", report_time("09:03:30"), None)], 60)
+    target = tmp_path / "report.html"
+    report.save(target, timelines, "t", tz=zoneinfo.ZoneInfo("Europe/Berlin"))
+    page = target.read_text()
+    assert "<h2>Buckets of one minute with faces</h2>" in page and "Times in CET, UTC+01:00." in page
+    rows = re.findall(r"<tr><td>cam1</td><td>(\d{4}-[^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>", page)
+    assert rows == [("2026-11-27 10:00", "09:00", "0.50 (part)"), ("2026-11-27 10:01", "09:01", "1.00"),
+                    ("2026-11-27 10:02", "09:02", "1.00"), ("2026-11-27 10:03", "09:03", "0.50 (part)")]
+
+
+def test_the_text_gives_the_start_in_the_zone_asked_for() -> None:
+    timelines = report.build([("cam1", "r", "start", 1, "happy", report_time("09:00:00"), None)], 60)
+    assert report.summary(timelines, zoneinfo.ZoneInfo("America/New_York")).startswith(
+        f"from {DAY}09:00:00.000Z (2026-11-27 04:00:00 EST) for 0 min")
+    assert report.summary(timelines, dt.timezone.utc).startswith(f"from {DAY}09:00:00.000Z (2026-11-27 09:00:00 UTC)")
+
+
+@pytest.fixture
+def kolkata(monkeypatch: pytest.MonkeyPatch):
+    """This computer's zone as India's, for one test."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_without_a_zone_the_report_uses_this_computers(db: str, kolkata, tmp_path: Path) -> None:
+    fill(db, scenario())
+    code, out, err = run("report", "--db", db, "--out", str(tmp_path / "r.html"))
+    assert code == EXIT_OK, err
+    assert out.splitlines()[0].startswith(f"from {DAY}09:00:00.000Z (2026-11-27 14:30:00 IST) for 3 min")
+    assert "Times in IST, UTC+05:30." in (tmp_path / "r.html").read_text()
+
+
+def test_tz_names_are_checked() -> None:
+    assert report.parse_tz("Europe/Berlin") == zoneinfo.ZoneInfo("Europe/Berlin")
+    assert report.parse_tz("UTC") is dt.timezone.utc and report.parse_tz("local") is None
+    with pytest.raises(UsageError, match=r"^--tz 'Mars/Olympus': expected a time zone name such as Europe/Berlin"):
+        report.parse_tz("Mars/Olympus")
+    with pytest.raises(UsageError):
+        report.parse_tz("../../etc/passwd")
+
+
+def test_the_command_takes_tz(db: str, tmp_path: Path) -> None:
+    fill(db, scenario())
+    code, out, err = run("report", "--db", db, "--tz", "America/New_York")
+    assert code == EXIT_OK, err
+    assert out.splitlines()[0].startswith(f"from {DAY}09:00:00.000Z (2026-11-27 04:00:00 EST) for 3 min")
+    code, out, err = run("report", "--db", db, "--tz", "Mars/Olympus")
+    assert code == 2 and err.count("\n") == 1 and "--tz 'Mars/Olympus'" in err and out == ""
+
+
+def test_a_model_with_other_labels_gets_its_own_columns(db: str, tmp_path: Path) -> None:
+    # What the recorder now stores from a model whose sidecar names other labels: the report counts them too.
+    labels = ["joy", "calm", "<b>"]
+
+    def other(seq: int, kind: str, emotion: str, ts: str) -> dict:
+        return {**event(seq, kind=kind, ts=DAY + ts), "emotion": emotion, "labels": labels,
+                "scores": {e: (0.8 if e == emotion else 0.1) for e in labels}}
+
+    fill(db, [event(1, ts=DAY + "09:00:00Z"), event(2, kind="end", ts=DAY + "09:00:30Z"),
+              other(3, "start", "joy", "09:01:00Z"), other(4, "change", "<b>", "09:01:20Z"),
+              other(5, "end", "<b>", "09:01:30Z")])
+    code, out, err = run("report", "--db", db, "--tz", "UTC", "--out", str(tmp_path / "r.csv"))
+    assert code == EXIT_OK, err
+    rows = list(csv.DictReader((tmp_path / "r.csv").open(newline="")))
+    assert list(rows[0])[4:] == [*report.EMOTIONS[:-1], "joy", "<b>", "unsure"]
+    assert sum(float(r["joy"]) * float(r["face_seconds"]) for r in rows) == pytest.approx(20, abs=0.01)
+    assert sum(float(r["happy"]) * float(r["face_seconds"]) for r in rows) == pytest.approx(30, abs=0.01)
+    assert run("report", "--db", db, "--out", str(tmp_path / "r.png"))[0] == EXIT_OK
+    assert run("report", "--db", db, "--out", str(tmp_path / "r.html"))[0] == EXIT_OK
+    page = (tmp_path / "r.html").read_text()
+    assert "<th>joy</th>" in page and "<th>&lt;b&gt;</th>" in page and "<th><b></th>" not in page

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge_fer.recorder import report
 from edge_fer.errors import EXIT_OK, EXIT_USAGE, WriteError
 from edge_fer.messaging.events import utc_iso
+from edge_fer.recorder import report
 from edge_fer.recorder.store import parse_time
 from tests.conftest import ROOT
 from tests.test_record import event
@@ -134,7 +134,8 @@ def test_report_out_never_writes_through_a_planted_link(tmp_path: Path) -> None:
 
 
 def test_report_loads_without_the_vision_stack() -> None:
-    code = "import json, sys; import edge_fer.recorder.report; print(json.dumps(sorted({'cv2', 'numpy'} & set(sys.modules))))"
+    code = ("import json, sys; import edge_fer.recorder.report; "
+            "print(json.dumps(sorted({'cv2', 'numpy'} & set(sys.modules))))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []

@@ -12,8 +12,7 @@ import cv2
 
 from tests.broker import Broker, Subscriber, until
 from tests.conftest import paste_faces
-from tests.test_daemon import (NotifySocket, broker, camera_states, finish, pytestmark,  # noqa: F401
-                               running, write_config)
+from tests.test_daemon import NotifySocket, broker, camera_states, finish, pytestmark, running, write_config  # noqa: F401
 
 
 class SilentServer:

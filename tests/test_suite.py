@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_fer.vision.classifier import EmotionClassifier
 from edge_fer.errors import ModelError
+from edge_fer.vision.classifier import EmotionClassifier
 from tests.conftest import ASTRONAUT, FER_TARBALL, ROOT
 from training import calibrate, suite
 
@@ -87,6 +87,21 @@ def test_the_sidecars_calibration_is_applied_and_a_model_without_one_loads_as_be
                 {"temperature": 1.0, "bias": [99.0] * 7}, "warm"):
         with pytest.raises(ModelError, match="calibration"):
             EmotionClassifier(calibrated_copy(tmp_path, bad))
+
+
+def test_labels_no_event_could_carry_are_refused_at_load(tmp_path: Path) -> None:
+    model = tmp_path / "m.tflite"
+    shutil.copy(OLD, model)
+    meta = json.loads(OLD.with_suffix(".json").read_text())
+    names = meta["labels"]
+    for bad in ([*names[:6], "unsure"], [*names[:6], "no_face"], [*names[:6], names[0]], [*names[:6], "x" * 201],
+                [*names[:6], ""], [*names[:6], 3], "happy"):
+        model.with_suffix(".json").write_text(json.dumps({**meta, "labels": bad}))
+        with pytest.raises(ModelError, match="'labels'"):
+            EmotionClassifier(model)
+    model.with_suffix(".json").write_text(json.dumps({**meta, "labels": [*names[:6], "joy"]}))
+    with EmotionClassifier(model) as clf:
+        assert clf.labels[-1] == "joy"
 
 
 def test_a_photo_folder_in_wild_dev_form_goes_through_the_pipeline(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import FER_TARBALL
-
 from training import data
 
 # The runtime's tests run without the train extra (a Raspberry Pi need not install TensorFlow).
@@ -292,6 +291,7 @@ def test_mixup_mixes_each_face_with_one_other_by_its_label_share() -> None:
         assert np.isclose(mw[i], own[i] * (i + 1) + (1 - own[i]) * (j + 1))
 
 
+@needs_tensorflow  # the parser offers training.models' architectures, which import Keras
 @pytest.mark.parametrize("bad", [["--epochs", "0"], ["--batch-size", "-4"], ["--mixup", "-0.2"], ["--epochs", "two"]])
 def test_out_of_range_numbers_are_refused_by_name_with_status_2(bad: list[str], tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,9 +9,10 @@ import logging
 import os
 import tarfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, n: int) -> "Split":
+    def take(self, n: int) -> Split:
         """The first n images of the split."""
         return Split(self.x[:n], self.y[:n], self.rows[:n])
 

@@ -83,10 +83,13 @@ def confusion_png(result: dict, path: Path) -> None:
             x, y = left + j * cell, top + i * cell
             cv2.rectangle(img, (x, y), (x + cell, y + cell), (255, shade, shade), -1)
             color = (255, 255, 255) if rows[i, j] > 0.55 else (0, 0, 0)
-            cv2.putText(img, f"{rows[i, j]:.2f}", (x + 12, y + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+            cv2.putText(img, f"{rows[i, j]:.2f}", (x + 12, y + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1,
+                        cv2.LINE_AA)
             cv2.putText(img, str(cm[i, j]), (x + 12, y + 52), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
-        cv2.putText(img, data.LABELS[i][:8], (4, top + i * cell + 40), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(img, data.LABELS[i][:7], (left + i * cell + 4, top - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, data.LABELS[i][:8], (4, top + i * cell + 40), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        cv2.putText(img, data.LABELS[i][:7], (left + i * cell + 4, top - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, f"{result['name']}  acc {result['accuracy']:.4f}  (rows: true, columns: predicted)",
                 (4, top + n * cell + 28), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), img)

@@ -24,8 +24,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--checkpoint", choices=("last", "best"), default="last",
                    help="last: the end of the schedule (the default recipe); best: highest PublicTest accuracy")
-    p.add_argument("--out", type=Path, required=True, help="output stem: writes STEM_float.tflite, STEM_int8.tflite and .json sidecars")
-    p.add_argument("--data", type=Path, default=None, help="data for the representative set and the check (default: the run's)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output stem: writes STEM_float.tflite, STEM_int8.tflite and .json sidecars")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data for the representative set and the check (default: the run's)")
     p.add_argument("--no-flip-tta", action="store_true", help="do not average the prediction with the mirrored face")
     return p.parse_args(argv)
 
@@ -51,9 +53,9 @@ def inference_model(run_dir: Path, checkpoint: str, flip_tta: bool):
 
 def convert(model, representative: np.ndarray | None) -> bytes:
     """TFLite bytes: float32, or full-integer int8 calibrated on `representative` images."""
-    import tensorflow as tf
-
     import tempfile
+
+    import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
         # A SavedModel freezes the weights into constants; the batch dimension stays dynamic.

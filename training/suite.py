@@ -284,7 +284,8 @@ def write_faces_csv(path: Path, name: str, photos: list[WildPhoto], s: Scored, q
                 continue
             w.writerow([name, p.path, data.LABELS[p.label], data.LABELS[pred], f"{conf:.4f}", int(pred == p.label), u,
                         q.face_px, q.detector_score, f"{q.brightness:.1f}", f"{q.contrast:.1f}", f"{q.sharpness:.1f}",
-                        None if q.yaw_deg is None else f"{q.yaw_deg:.1f}", None if q.pitch is None else f"{q.pitch:.3f}"])
+                        None if q.yaw_deg is None else f"{q.yaw_deg:.1f}",
+                        None if q.pitch is None else f"{q.pitch:.3f}"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -294,7 +295,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("models", nargs="+", type=Path, help=".tflite files, each with a .json sidecar")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fer2013.tar.gz (or its CSV)")
     p.add_argument("--ferplus", type=Path, default=None, help="fer2013new.csv (default: beside --data)")
-    p.add_argument("--wild", type=Path, default=None, help="wild-dev.tar or its unpacked folder (default: beside --data)")
+    p.add_argument("--wild", type=Path, default=None,
+                   help="wild-dev.tar or its unpacked folder (default: beside --data)")
     p.add_argument("--final", action="store_true", help="also PrivateTest: for a shipped candidate's numbers only")
     p.add_argument("--limit", type=int, default=0, help="only N faces of each set (smoke runs)")
     p.add_argument("--report", type=Path, default=None, help="also write the markdown here")

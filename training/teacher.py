@@ -9,7 +9,8 @@ own images learns some of that without any other data set. Each 48x48 face is st
 stages it, YuNet finds its five landmarks (the framing's average points where it finds none), and the face is
 warped onto the teacher's 112x112 template, as OpenCV Zoo runs it. `--model` adds one of our own classifiers
 (scored on the 48x48 crops, calibrated as the runtime calibrates it) and `--include` a teacher file made before;
-the targets are the mean of every source: an ensemble of models that err differently, distilled into one. Its licence, source and checksum:
+the targets are the mean of every source: an ensemble of models that err differently, distilled into one. Its
+licence, source and checksum:
 ../shared/peers/README.md; the checksum is verified before use.
 """
 
@@ -44,8 +45,8 @@ def _scores(args: tuple[str, np.ndarray]) -> np.ndarray:
     """Teacher probabilities (N, 7) in LABELS order for a chunk of 48x48 faces (run in a worker process)."""
     import cv2
 
-    from edge_fer.vision.align import Framing
     from edge_fer.config import YunetConfig
+    from edge_fer.vision.align import Framing
     from edge_fer.vision.detector import YuNetDetector
     from training.calibrate_framing import PAD, UP, staged
 

@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from training.models import ARCHS
 
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fer2013.tar.gz, fer2013.csv or a Kaggle image folder")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="fer2013.tar.gz, fer2013.csv or a Kaggle image folder")
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and logs of this run")
     p.add_argument("--arch", choices=ARCHS, default="edge")
     p.add_argument("--weights", type=_weights_arg, default=None,
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--class-weight-power", type=float, default=0.3,
                    help="weight classes by (1/frequency)^p; 0 turns it off (disgust is 1.5%% of the data)")
-    p.add_argument("--ferplus", type=Path, default=None, help="fer2013new.csv: mix FER+ vote distributions into the targets")
+    p.add_argument("--ferplus", type=Path, default=None,
+                   help="fer2013new.csv: mix FER+ vote distributions into the targets")
     p.add_argument("--ferplus-weight", type=float, default=0.5,
                    help="with --ferplus: target = (1 - w) * FER-2013 label + w * FER+ votes")
     p.add_argument("--teacher", type=Path, default=None,
@@ -54,7 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mixup", type=_non_negative, default=0.0, metavar="ALPHA",
                    help="mix each training face with another of its batch, share ~ Beta(ALPHA, ALPHA); 0 turns it off")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--limit", type=int, default=0, help="use only the first N training and validation images (smoke runs)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="use only the first N training and validation images (smoke runs)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/last.keras")
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",

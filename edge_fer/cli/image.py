@@ -1,4 +1,4 @@
-"""One-shot photos: each image's faces as a table or JSON, annotated copies, and publishing the results."""
+"""`edge-fer image`: each photo's faces as a table or JSON, annotated copies, and publishing the results."""
 
 from __future__ import annotations
 
@@ -8,10 +8,51 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from edge_fer.vision.analyze import Analyzer, Face
-from edge_fer.config import Config
+from edge_fer.cli.parsing import Parser, add_config_options, add_model_option, config_overrides, setup_logging
+from edge_fer.config import Config, load
 from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError, WriteError, shown
-from edge_fer.vision.images import IMAGE_SUFFIXES, expand_paths, read_image, save_image
+from edge_fer.types import Face
+
+HELP = "each face of each image: box, emotion, confidence, all seven scores; folders expand to their images"
+PATHS_HELP = "images, or folders of images"
+JSON_HELP = "one JSON object per image"
+ANNOTATE_HELP = "write annotated copies (a folder, or a file for one image)"
+PUBLISH_HELP = "also send the results to the MQTT events topic"
+# What a camera or video player plays: given as a photo, it gets a pointer to --source, not "not an image".
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts",
+                  ".mts", ".m2ts", ".h264", ".h265", ".mjpeg", ".mjpg", ".ogv"}
+
+
+def build_parser(out: TextIO | None = None) -> Parser:
+    """The options of `edge-fer image`."""
+    p = Parser(prog="edge-fer image", description="Analyze photos: " + HELP + ".", out=out)
+    p.add_argument("image", nargs="+", metavar="PATH", help=PATHS_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.add_argument("--annotate", metavar="OUT", help=ANNOTATE_HELP)
+    p.add_argument("--publish", action="store_true", help=PUBLISH_HELP)
+    add_model_option(p)
+    add_config_options(p)
+    return p
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Load the config (the MQTT password only with --publish) and answer for each image."""
+    from edge_fer.live.capture import quiet_native_logs
+
+    quiet_native_logs()
+    cfg = load(args.config, config_overrides(args), secrets=args.publish)
+    setup_logging(cfg.logging.level, quiet=True)
+    return run_images(cfg, args, out, err)
+
+
+def not_videos(paths: list[Path], err: TextIO) -> tuple[list[Path], bool]:
+    """The paths that are not video files, and whether there were any (each reported, pointing at --source)."""
+    kept = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
+    for path in paths:
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            print(f"edge-fer: {shown(path)}: a video, not an image: use --source for videos "
+                  f"(edge-fer run --source {shown(path)})", file=err)
+    return kept, len(kept) < len(paths)
 
 
 def format_table(name: str, width: int, height: int, faces: list[Face], labels: tuple[str, ...]) -> str:
@@ -40,8 +81,12 @@ def _file_key(path: Path) -> tuple[object, ...]:
 def annotate_targets(out: str, paths: list[Path]) -> dict[Path, Path]:
     """Where each image's annotated copy goes: never onto an input, never two onto one file.
 
-    OUT is the file itself for one image with an image suffix, else a folder of `<stem>.annotated.png`;
-    a name already taken (two inputs called x.png, or an input in OUT) becomes `<stem>.2.annotated.png`, ..."""
+    OUT is the file itself for one image with an image suffix (its suffix picks the format), else a folder of
+    `<stem>.annotated<suffix>` in the input's own format (PNG for GIF, PGM, PPM); a name already taken (two
+    inputs called x.jpg, or an input in OUT) becomes `<stem>.2.annotated<suffix>`, ..."""
+    from edge_fer.vision.annotate import copy_suffix
+    from edge_fer.vision.images import IMAGE_SUFFIXES
+
     target = Path(out)
     inputs = {_file_key(p) for p in paths}
     if len(paths) == 1 and target.suffix.lower() in IMAGE_SUFFIXES:
@@ -51,9 +96,9 @@ def annotate_targets(out: str, paths: list[Path]) -> dict[Path, Path]:
     taken = set(inputs)
     targets: dict[Path, Path] = {}
     for path in paths:
-        n = 1
+        n, suffix = 1, copy_suffix(path.name)
         while True:
-            candidate = target / (f"{path.stem}.annotated.png" if n == 1 else f"{path.stem}.{n}.annotated.png")
+            candidate = target / f"{path.stem}{'' if n == 1 else f'.{n}'}.annotated{suffix}"
             if _file_key(candidate) not in taken:
                 break
             n += 1
@@ -64,13 +109,18 @@ def annotate_targets(out: str, paths: list[Path]) -> dict[Path, Path]:
 
 def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Analyze each image; a bad one is reported and the rest are still answered."""
+    from edge_fer.vision.analyze import Analyzer
     from edge_fer.vision.annotate import annotate
+    from edge_fer.vision.images import expand_paths, read_image, save_image
 
     paths, errors = expand_paths(args.image)
-    published: list[dict] = []
-    status = EXIT_OK
+    published: list[tuple[str, tuple[int, int], list[Face]]] = []  # each image's name, size and faces
+    status: int = EXIT_OK
     for line in errors:
         print(f"edge-fer: {line}", file=err)
+        status = EXIT_INPUT
+    paths, videos = not_videos(paths, err)
+    if videos:
         status = EXIT_INPUT
     if not paths:
         return status
@@ -100,7 +150,7 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
                     print(f"edge-fer: {problem}; the annotated copy was not saved", file=err)
                     status = max(status, EXIT_RUNTIME)
             del frame  # a large photo's pixels are not kept while the next one is decoded
-            published.append(doc)
+            published.append((str(path), (w, h), faces))
             if args.json:
                 print(json.dumps(doc), file=out)
             else:
@@ -109,22 +159,24 @@ def run_images(cfg: Config, args: argparse.Namespace, out: TextIO, err: TextIO) 
                       file=out)
             out.flush()
     if args.publish and published:
-        status = max(status, publish_images(cfg, published, err))
+        status = max(status, publish_images(cfg, published, labels, err))
     return status
 
 
-def publish_images(cfg: Config, docs: list[dict], err: TextIO, connect_timeout: float = 5.0) -> int:
-    """Send one-shot results to the events topic; a broker that cannot be reached is an error."""
+def publish_images(cfg: Config, results: list[tuple[str, tuple[int, int], list[Face]]], labels: tuple[str, ...],
+                   err: TextIO, connect_timeout: float = 5.0) -> int:
+    """Send one-shot results (each image's name, size and faces) to the events topic, with the model's `labels`;
+    a broker that cannot be reached is an error."""
     from edge_fer.messaging.events import EventFactory
     from edge_fer.messaging.mqtt import MqttPublisher
 
-    factory = EventFactory(cfg.mqtt.device_id)
+    factory = EventFactory(cfg.mqtt.device_id, labels)
     with MqttPublisher(cfg.mqtt, cfg.mqtt.device_id, announce=False) as pub:
         if not pub.connected.wait(connect_timeout):
             print(f"edge-fer: MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port} not reachable; results not published",
                   file=err)
             return EXIT_RUNTIME
-        for doc in docs:
-            for i, face in enumerate(doc["faces"]):
-                pub.publish_event(factory.image_event(doc["image"], face, i, (doc["width"], doc["height"])))
+        for image, size, faces in results:
+            for i, face in enumerate(faces):
+                pub.publish_event(factory.image_event(image, face, i, size))
     return EXIT_OK

@@ -1,79 +1,98 @@
-"""The edge-fer command: parse the command line, load the config, dispatch; returns the exit status."""
+"""The edge-fer command: pick the subcommand (or today's flags), parse, run it through the one error funnel."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
-import signal
+import difflib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
-import yaml
-
 from edge_fer import __version__
-from edge_fer.config import Config, as_dict, load
-from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
-
-log = logging.getLogger(__name__)
-
-EXIT_PIPE = 128 + signal.SIGPIPE  # stdout closed by its reader, as a shell reports SIGPIPE
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as an EdgeFerError instead of exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see edge-fer --help)")
+from edge_fer.cli import check_config, image, record, report
+from edge_fer.cli import run as run_command
+from edge_fer.cli.funnel import funnel
+from edge_fer.cli.parsing import Parser, Version, add_config_options, add_model_option, config_overrides, setup_logging
+from edge_fer.config import load
+from edge_fer.errors import UsageError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line."""
-    p = _Parser(prog="edge-fer", description="Facial emotion recognition on the edge: photos, cameras, MQTT.")
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, its line in `edge-fer --help`, its parser and what runs it."""
+
+    name: str
+    help: str
+    build_parser: Callable[[TextIO | None], Parser]
+    run: Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+# Each module imports only light things at the top: `record` and `report` never load OpenCV or numpy.
+COMMANDS = {c.name: c for c in (
+    Command("image", image.HELP, image.build_parser, image.run),
+    Command("run", run_command.HELP, run_command.build_parser, run_command.run),
+    Command("record", record.HELP, record.build_parser, record.run),
+    Command("report", report.HELP, report.build_parser, report.run),
+    Command("check-config", check_config.HELP, check_config.build_parser, check_config.run),
+)}
+
+
+def _commands_epilog() -> str:
+    """The subcommands, one a line, for the end of `edge-fer --help`."""
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"  {c.name:<{width}}  {c.help}" for c in COMMANDS.values()]
+    return ("commands (each with its own --help, e.g. edge-fer record --help):\n" + "\n".join(lines) +
+            "\n\nWithout a command, the options above work as they always have: --image answers for photos,\n"
+            "--check-config checks the config, anything else runs the daemon.")
+
+
+def build_parser(out: TextIO | None = None) -> Parser:
+    """`edge-fer [options]`: today's flags, the default run; its help lists the subcommands."""
+    p = Parser(prog="edge-fer", description="Facial emotion recognition on the edge: photos, cameras, MQTT.",
+               epilog=_commands_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter, out=out,
+               usage="edge-fer [COMMAND] [options]")
     p.add_argument("--image", nargs="+", metavar="PATH", help="analyze these images (folders expand) and exit")
-    p.add_argument("--json", action="store_true", help="with --image: one JSON object per image")
-    p.add_argument("--annotate", metavar="OUT", help="with --image: write annotated copies (a folder, or a file for one image)")
-    p.add_argument("--model", metavar="PATH", help="a .tflite model with its .json sidecar (default: the shipped one)")
-    p.add_argument("--config", metavar="FILE", help="config file (default ./config.yaml, then /etc/edge-fer/config.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--json", action="store_true", help="with --image: " + image.JSON_HELP)
+    p.add_argument("--annotate", metavar="OUT", help="with --image: " + image.ANNOTATE_HELP)
+    add_model_option(p)
+    add_config_options(p)
     p.add_argument("--check-config", action="store_true", help="validate the config, print it, and exit")
-    p.add_argument("--source", metavar="SRC", help="daemon: camera index, /dev/videoN, video file, stream URL or picamera2")
-    p.add_argument("--display", action="store_true", help="daemon: show the live window (needs a display)")
-    p.add_argument("--gui", action="store_true", help="open the window with no source running (open photos, start the camera)")
-    p.add_argument("--publish", action="store_true", help="with --image: also send the results to the MQTT events topic")
-    p.add_argument("--version", action="version", version=f"edge-fer {__version__}")
+    p.add_argument("--source", metavar="SRC", help="daemon: " + run_command.SOURCE_HELP)
+    p.add_argument("--display", action="store_true", help="daemon: " + run_command.DISPLAY_HELP)
+    p.add_argument("--gui", action="store_true", help=run_command.GUI_HELP)
+    p.add_argument("--publish", action="store_true", help="with --image: " + image.PUBLISH_HELP)
+    p.add_argument("--version", action=Version, version=f"edge-fer {__version__}", help="show the version and exit")
     return p
 
 
-def run_service(args: argparse.Namespace, overrides: list[str], cfg: Config) -> int:
-    """The daemon, headless or with its window, or the window alone (--gui)."""
-    from edge_fer.live.service import Service, display_available
+def run_default(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`edge-fer` with no subcommand, exactly as before subcommands: --check-config, --image, else the daemon."""
+    from edge_fer.live.capture import quiet_native_logs
 
-    service = Service(cfg, args.config, overrides)
-    if args.gui or args.display:
-        return service.run_window(camera=args.display)
-    if cfg.display.enabled:
-        if display_available():
-            return service.run_window(camera=True)
-        log.info("display.enabled but no display here: running headless")
-    return service.run_headless()
-
-
-def _silence_stdout(out: TextIO) -> None:
-    """Point a closed stdout at /dev/null so Python's final flush does not print a traceback."""
-    try:
-        fd = out.fileno()
-    except (OSError, ValueError, AttributeError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
+    quiet_native_logs()
+    overrides = config_overrides(args)
+    cfg = load(args.config, overrides, secrets=args.publish or not args.image)
+    setup_logging(cfg.logging.level, quiet=bool(args.image) and not args.check_config)
+    if args.check_config:
+        return check_config.show(cfg, out, err)
+    if args.image:
+        return image.run_images(cfg, args, out, err)
+    if args.json or args.annotate or args.publish:
+        raise UsageError("--json, --annotate and --publish go with --image")
+    return run_command.run_service(args, overrides, cfg)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def parse(argv: list[str], out: TextIO | None = None) -> tuple[Callable[..., int], argparse.Namespace]:
+    """What runs for this command line, and its parsed options (UsageError for a bad one)."""
+    if argv and argv[0] in COMMANDS:
+        command = COMMANDS[argv[0]]
+        return command.run, command.build_parser(out).parse_args(argv[1:])
+    if argv and not argv[0].startswith("-"):
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown command {argv[0]!r}{hint} (see edge-fer --help)")
+    return run_default, build_parser(out).parse_args(argv)
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -81,47 +100,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     out = out or sys.stdout
     err = err or sys.stderr
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["record"], ["report"]):
-        from edge_fer.recorder.record import main as record_main
 
-        return record_main(argv, out, err)
-    # The vision stack loads only here: `edge-fer record` and `report` (and their imports of this module)
-    # stay light.
-    from edge_fer.live.capture import quiet_native_logs
-    from edge_fer.cli.image import run_images
+    def work() -> int:
+        runner, args = parse(argv, out)
+        return runner(args, out, err)
 
-    try:
-        quiet_native_logs()
-        args = build_parser().parse_args(argv)
-        # Paths and URLs are quoted so YAML takes them as strings; a bare number is a camera index.
-        overrides = list(args.set) + ([f"classifier.model={json.dumps(args.model)}"] if args.model else [])
-        if args.source:
-            overrides.append(f"camera.source={args.source if args.source.isdigit() else json.dumps(args.source)}")
-        cfg = load(args.config, overrides, secrets=args.publish or not args.image)
-        _setup_logging(cfg.logging.level)
-        if args.check_config:
-            print(f"{cfg.source_file}: OK", file=err)
-            print(yaml.safe_dump(as_dict(cfg), sort_keys=False), end="", file=out)
-            return EXIT_OK
-        if args.image:
-            return run_images(cfg, args, out, err)
-        if args.json or args.annotate or args.publish:
-            raise UsageError("--json, --annotate and --publish go with --image")
-        return run_service(args, overrides, cfg)
-    except EdgeFerError as e:
-        print(f"edge-fer: {e}", file=err)
-        return e.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`| head -1`): stop quietly with the status a shell gives a tool killed by SIGPIPE.
-        _silence_stdout(out)
-        return EXIT_PIPE
-    except MemoryError:
-        print("edge-fer: out of memory", file=err)
-        return EXIT_RUNTIME
-    except SystemExit as e:  # --help and --version end argparse this way; main still returns
-        return int(e.code or 0)
+    return funnel(work, out, err)
 
 
 def entry() -> None:

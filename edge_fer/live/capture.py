@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import re
@@ -16,15 +15,15 @@ import cv2
 import numpy as np
 
 from edge_fer.config import CameraConfig, file_kind
-from edge_fer.errors import EdgeFerError, UsageError, shown
-from edge_fer.types import Frame
+from edge_fer.errors import EdgeFerError, UsageError, redacted, shown
+from edge_fer.types import Frame, TextEnum
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FAILURES_BEFORE_REOPEN = 10
 # A video file that exists but cannot be played is tried this often (0.5 s, then 1 s apart), then it is an
-# error; a missing file or a camera is waited for and retried without end (it may appear or come back).
+# error; a camera (or a missing file with camera.wait_for_file) is waited for and retried without end.
 FILE_OPEN_ATTEMPTS = 3
 # Failed reads in a row that end a video file: damaged frames in between are skipped and counted.
 FILE_END_FAILURES = 25
@@ -48,7 +47,7 @@ def quiet_native_logs() -> None:
         logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
 
 
-class CameraState(str, enum.Enum):
+class CameraState(TextEnum):
     """What the capture is doing; the value is what state messages and the log show."""
 
     STARTING = "starting"
@@ -58,8 +57,6 @@ class CameraState(str, enum.Enum):
     ENDED = "ended"
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 class UnplayableVideo(OSError):
@@ -74,20 +71,32 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def _target(cfg: CameraConfig) -> int | str:
+    """What OpenCV opens: a camera index, or the path or URL as given."""
+    src = cfg.source
+    return int(src) if isinstance(src, int) or re.fullmatch(r"\d+", str(src)) else str(src)
+
+
+def is_video_file(cfg: CameraConfig) -> bool:
+    """Whether camera.source names a video file (not a camera index, a device, a stream URL or picamera2)."""
+    target = _target(cfg)
+    return (isinstance(target, str) and target != "picamera2" and "://" not in target
+            and not target.startswith("/dev/"))
+
+
 class OpenCVSource:
     """A V4L2/USB camera, video file or stream URL through OpenCV."""
 
     def __init__(self, cfg: CameraConfig) -> None:
-        src = cfg.source
-        target: int | str = int(src) if isinstance(src, int) or re.fullmatch(r"\d+", str(src)) else str(src)
-        self.is_file = isinstance(target, str) and "://" not in target and not target.startswith("/dev/")
+        target = _target(cfg)
+        self.is_file = is_video_file(cfg)
         if self.is_file:
             try:
                 mode = os.stat(target).st_mode
             except (OSError, ValueError):  # ValueError: a NUL in the name
-                raise OSError(f"{shown(target)}: no such video file") from None
+                raise OSError(f"{shown(redacted(target))}: no such video file") from None
             if not stat.S_ISREG(mode):  # a folder or a FIFO never plays: an error, not something to wait for
-                raise UnplayableVideo(f"{shown(target)}: {file_kind(mode)}, not a video file")
+                raise UnplayableVideo(f"{shown(redacted(target))}: {file_kind(mode)}, not a video file")
         if isinstance(target, str) and "://" in target:
             # Bound FFmpeg's open and every read: a server that accepts and never speaks must not hang them.
             self._cap = cv2.VideoCapture(target, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
@@ -96,8 +105,8 @@ class OpenCVSource:
             self._cap = cv2.VideoCapture(target)
         if not self._cap.isOpened():
             if self.is_file:
-                raise UnplayableVideo(f"{shown(target)}: cannot be opened as a video")
-            raise OSError(f"{shown(target)}: cannot open")
+                raise UnplayableVideo(f"{shown(redacted(target))}: cannot be opened as a video")
+            raise OSError(f"{shown(redacted(target))}: cannot open")
         # A file's own frame rate, when it states a plausible one.
         own = self._cap.get(cv2.CAP_PROP_FPS) if self.is_file else 0.0
         self.fps = own if 0.1 <= own <= 1000 else 0.0
@@ -119,7 +128,7 @@ class OpenCVSource:
 def _import_picamera2() -> Any:
     """The Picamera2 class, or the error that says how to install it."""
     try:
-        from picamera2 import Picamera2  # type: ignore[import-not-found]
+        from picamera2 import Picamera2
     except ImportError:
         raise UsageError("camera.source is picamera2 but picamera2 is not installed: "
                          "sudo apt install python3-picamera2") from None
@@ -154,9 +163,13 @@ class PiCameraSource:
 
 
 def check_source(cfg: CameraConfig) -> None:
-    """Raise now, with its hint, for a source that can never work here (picamera2 not installed)."""
+    """Raise now, with its hint, for a source that can never work here: picamera2 not installed, or a video file
+    that is not there (unless camera.wait_for_file)."""
     if cfg.source == "picamera2":
         _import_picamera2()
+    elif is_video_file(cfg) and not cfg.wait_for_file and not os.path.lexists(str(cfg.source)):
+        raise UsageError(f"{shown(cfg.source)}: no such video file (a file is not a camera that comes back: "
+                         "check the path, or set camera.wait_for_file: true to wait for it)")
 
 
 def open_source(cfg: CameraConfig) -> Source:
@@ -184,7 +197,7 @@ class Capture:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         check_source(self.cfg)  # fail now, with the apt hint, rather than retry forever
         self._thread.start()
         return self
@@ -205,7 +218,8 @@ class Capture:
         with self._cond:  # the pipeline's thread also sets STALLED
             if state != self.state:
                 level = logging.INFO if state in (CameraState.OK, CameraState.ENDED) else logging.WARNING
-                log.log(level, "camera %s: %s%s", shown(self.cfg.source), state, f" ({detail})" if detail else "")
+                log.log(level, "camera %s: %s%s", shown(redacted(self.cfg.source)), state,
+                        f" ({detail})" if detail else "")
                 self.state = state
                 self._cond.notify_all()
 
@@ -231,7 +245,8 @@ class Capture:
         Raises EdgeFerError once the source has failed for good (a video file that cannot be played)."""
         with self._cond:
             self._cond.wait_for(lambda: (self._latest is not None and self._latest.seq > self._taken_seq)
-                                or self.state in (CameraState.ENDED, CameraState.FAILED) or self.stop_event.is_set(), timeout)
+                                or self.state in (CameraState.ENDED, CameraState.FAILED) or self.stop_event.is_set(),
+                                timeout)
             self._check_stall()
             if self.state == CameraState.FAILED:
                 raise EdgeFerError(self.error)
@@ -249,6 +264,12 @@ class Capture:
             self._latest = Frame(image, self.frames, time.monotonic(), time.time())
             self._cond.notify_all()
 
+    def _down(self, detail: str, backoff: float) -> float:
+        """Mark the source down, wait `backoff` seconds (or until stopped); returns the next, doubled wait."""
+        self._set_state(CameraState.DOWN, detail)
+        self.stop_event.wait(backoff)
+        return min(backoff * 2, self.cfg.reopen_max_seconds)
+
     def _run(self) -> None:
         backoff = 0.5
         unplayable = 0
@@ -260,14 +281,10 @@ class Capture:
                 if unplayable >= FILE_OPEN_ATTEMPTS:
                     self._fail(f"{e} (tried {unplayable} times)")
                     return
-                self._set_state(CameraState.DOWN, str(e))
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
+                backoff = self._down(str(e), backoff)
                 continue
             except (OSError, cv2.error, RuntimeError) as e:
-                self._set_state(CameraState.DOWN, str(e))
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
+                backoff = self._down(str(e), backoff)
                 continue
             try:
                 result = self._read_until_failure(source)
@@ -281,11 +298,10 @@ class Capture:
                 if getattr(source, "is_file", False):
                     unplayable += 1
                     if unplayable >= FILE_OPEN_ATTEMPTS:
-                        self._fail(f"{shown(self.cfg.source)}: no frame could be decoded (tried {unplayable} times)")
+                        self._fail(f"{shown(redacted(self.cfg.source))}: no frame could be decoded "
+                                   f"(tried {unplayable} times)")
                         return
-                self._set_state(CameraState.DOWN, "no frames")
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, self.cfg.reopen_max_seconds)
+                backoff = self._down("no frames", backoff)
             else:
                 backoff = 0.5
 
@@ -321,7 +337,7 @@ class Capture:
             if is_file and delivered and failures:
                 if not self.bad_frames:
                     log.warning("camera %s: damaged frames are skipped (first after frame %d)",
-                                shown(self.cfg.source), self.frames)
+                                shown(redacted(self.cfg.source)), self.frames)
                 self.bad_frames += failures
             failures = 0
             delivered = True

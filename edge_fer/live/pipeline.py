@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import cv2
 
-from edge_fer.vision.analyze import Analyzer
 from edge_fer.config import Config
-from edge_fer.vision.detector import one_per_face
 from edge_fer.live.tracking import Tracker
 from edge_fer.types import Detection, Frame, Result, TrackEvent, TrackState
+from edge_fer.vision.analyze import Analyzer
+from edge_fer.vision.detector import one_per_face
 
 
 class Pipeline:
@@ -42,16 +42,21 @@ class Pipeline:
             self._found = one_per_face([d for d in (detector.refine(frame.image, d) for d in self._found)
                                         if d is not None])
         faces = self.analyzer.classify(gray, self._found)
-        events = self.tracker.update(faces, frame.t)
-        return Result(frame, faces, list(self.tracker.assigned)), events
+        tracked = self.tracker.update(faces, frame.t)
+        return Result(frame, faces, tracked.ids), tracked.events
 
     def idle(self, now: float) -> list[TrackEvent]:
         """No frame at time `now`: faces cannot be seen, so their tracks end on time."""
-        return self.tracker.update([], now)
+        return self.tracker.update([], now).events
 
     def end_tracks(self, now: float) -> list[TrackEvent]:
         """End every open track (at shutdown)."""
         return self.tracker.close_all(now)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The model's labels, in its score order."""
+        return self.tracker.labels
 
     def tracks(self) -> list[TrackState]:
         """The open tracks with their steady emotion."""

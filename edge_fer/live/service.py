@@ -13,13 +13,15 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from edge_fer.vision.analyze import Analyzer
-from edge_fer.live.capture import check_source
 from edge_fer.config import Config, load
-from edge_fer.live.daemon import Daemon
 from edge_fer.errors import EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError
+from edge_fer.live.capture import CameraState, check_source
+from edge_fer.live.daemon import Daemon
 from edge_fer.live.sdnotify import Notifier
 from edge_fer.types import Face, Live
+from edge_fer.vision.analyze import Analyzer
+from edge_fer.web.feed import Feed
+from edge_fer.web.view import WebView
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,9 @@ class PipelineThread:
     """A daemon on its own thread that can be started and stopped (the window's camera)."""
 
     def __init__(self, cfg: Config, notifier: Notifier, on_ready: Callable[[str], object],
-                 on_end: Callable[[StopReason], None] | None = None) -> None:
+                 on_end: Callable[[StopReason], None] | None = None, web: Feed | None = None) -> None:
         self.cfg = cfg
+        self._web = web  # outlives each pipeline, so the web view's counts run on across reloads
         self._notifier = notifier
         self._on_ready = on_ready
         self._on_end = on_end
@@ -75,6 +78,12 @@ class PipelineThread:
         """The newest result of the running pipeline."""
         return self._daemon.latest if self._daemon is not None else None
 
+    @property
+    def camera_state(self) -> CameraState:
+        """The running capture's state; STARTING until the pipeline has made one (its model loads first)."""
+        capture = self._daemon.capture if self._daemon is not None else None
+        return capture.state if capture is not None else CameraState.STARTING
+
     def start(self, analyzer: Analyzer | None = None) -> None:
         """Start a fresh pipeline (with an analyzer already loaded, when a reload checked it)."""
         self.stop()
@@ -85,7 +94,7 @@ class PipelineThread:
 
         def run() -> None:
             try:
-                self._daemon = Daemon(self.cfg, stop, self._notifier, self._on_ready, analyzer)
+                self._daemon = Daemon(self.cfg, stop, self._notifier, self._on_ready, analyzer, self._web)
                 self._daemon.run()
             except EdgeFerError as e:
                 self.error = e
@@ -130,6 +139,10 @@ class WindowHost:
         """The newest result of the live pipeline."""
         return self.service.pipeline.latest
 
+    def camera_state(self) -> str:
+        """The live capture's state now."""
+        return str(self.service.pipeline.camera_state)
+
     def analyze(self, image: np.ndarray) -> list[Face]:
         """The faces of one opened photo."""
         return self.analyzer.analyze(image)
@@ -151,7 +164,9 @@ class Service:
         self._lock = threading.Lock()
         # The process's one voice to systemd; a pipeline only pings the watchdog and reports its first frame.
         self.notifier = Notifier()
-        self.pipeline = PipelineThread(cfg, self.notifier, on_ready=self.notifier.ready, on_end=self.request)
+        self.web = WebView(Feed(cfg.mqtt.device_id))
+        self.pipeline = PipelineThread(cfg, self.notifier, on_ready=self.notifier.ready, on_end=self.request,
+                                       web=self.web.feed)
 
     def request(self, reason: StopReason) -> None:
         """Wake the service; a stop is never downgraded to a reload."""
@@ -169,7 +184,7 @@ class Service:
     @contextmanager
     def running(self) -> Iterator[None]:
         """SIGTERM, SIGINT and SIGHUP wake the service while it runs; systemd hears STOPPING=1 as it leaves."""
-        previous = {sig: signal.signal(sig, lambda signum, _frame: self.request(SIGNALS[signum]))
+        previous = {sig: signal.signal(sig, lambda signum, _frame: self.request(SIGNALS[signal.Signals(signum)]))
                     for sig in SIGNALS}
         try:
             yield
@@ -200,6 +215,7 @@ class Service:
         if not self.stop_pipeline():
             return False
         self.cfg = self.pipeline.cfg = cfg
+        self.web.reload(cfg.web)
         if start:
             self.pipeline.start(analyzer)
         else:  # the window's camera is off: nothing to wait for
@@ -223,11 +239,12 @@ class Service:
 
     def run_headless(self) -> int:
         """Run the daemon until a stop; SIGHUP reloads a valid configuration and leaves a bad one unapplied."""
-        with self.running():
+        with self.running(), self.web.serving(self.cfg.web):
             # The pipeline runs on its own thread so a stuck one cannot keep the process from stopping.
             self.pipeline.start()
             while True:
-                self._wake.wait()
+                # Timed: a signal the kernel hands to another thread runs its handler only when this one wakes.
+                self._wake.wait(0.5)
                 reason = self._take()
                 if reason is StopReason.RELOAD:
                     new = self._reloaded()
@@ -253,7 +270,7 @@ class Service:
             root = tk.Tk()
         except tk.TclError as e:
             raise EdgeFerError(f"cannot open the window: {e}") from None
-        with self.running(), Analyzer.from_config(self.cfg, photos=True) as analyzer:
+        with self.running(), self.web.serving(self.cfg.web), Analyzer.from_config(self.cfg, photos=True) as analyzer:
             host = WindowHost(self, analyzer)
             overlay = Overlay(root, self.cfg, host)
 

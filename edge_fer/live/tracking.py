@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from edge_fer.config import TrackingConfig
-from edge_fer.types import SAME_FACE_OVERLAP, UNSURE, Box, Face, Landmarks, TrackEvent, iou, overlap_of_smaller
+from edge_fer.types import (
+    SAME_FACE_OVERLAP,
+    UNSURE,
+    Box,
+    EventType,
+    Face,
+    Landmarks,
+    TrackEvent,
+    iou,
+    overlap_of_smaller,
+)
 
 NOT_JUDGED = -1  # the label of a track none of whose faces could be judged yet
 
@@ -35,6 +46,13 @@ class Track:
         return float(self.scores.max() if self.label == NOT_JUDGED else self.scores[self.label])
 
 
+class Tracked(NamedTuple):
+    """What one update did: the events it caused, and the track id of each face given, in the faces' order."""
+
+    events: list[TrackEvent]
+    ids: list[int]
+
+
 class Tracker:
     """Match each frame's faces to tracks and report start, change and end events."""
 
@@ -42,14 +60,13 @@ class Tracker:
         self.config = config
         self.labels = labels
         self.tracks: dict[int, Track] = {}
-        self.assigned: list[int] = []  # the track id of each face of the latest update, in the faces' order
         self._next_id = 1
 
     def emotion(self, t: Track) -> str:
         """The track's steady emotion, UNSURE while none of its faces could be judged."""
         return UNSURE if t.label == NOT_JUDGED else self.labels[t.label]
 
-    def _event(self, kind: str, t: Track) -> TrackEvent:
+    def _event(self, kind: EventType, t: Track) -> TrackEvent:
         # A track's duration is the time its face was seen: an end does not count the grace after it.
         return TrackEvent(kind, t.id, self.emotion(t), t.confidence(),
                           {k: float(v) for k, v in zip(self.labels, t.scores)}, t.box, t.last_seen - t.started,
@@ -93,14 +110,14 @@ class Tracker:
             return None
         if lead >= cfg.switch_margin or now - t.candidate_since >= cfg.switch_seconds:
             t.label, t.candidate = top, -1
-            return self._event("change", t)
+            return self._event(EventType.CHANGE, t)
         return None
 
-    def update(self, faces: list[Face], now: float) -> list[TrackEvent]:
-        """Advance to a new frame's faces at time `now` (seconds); returns the events it caused."""
+    def update(self, faces: list[Face], now: float) -> Tracked:
+        """Advance to a new frame's faces at time `now` (seconds)."""
         events: list[TrackEvent] = []
+        ids: list[int] = []
         matched = self._match(faces)
-        self.assigned = []
         for i, face in enumerate(faces):
             scores = np.array([face.scores[k] for k in self.labels], np.float64)
             judged = face.unsure is None
@@ -114,7 +131,7 @@ class Tracker:
                 elif t.label == NOT_JUDGED:
                     t.scores, t.label, t.last_seen = scores, int(np.argmax(scores)), now
                     t.seen_frames += 1
-                    events.append(self._event("change", t))
+                    events.append(self._event(EventType.CHANGE, t))
                 else:
                     change = self._smooth(t, scores, now)
                     if change:
@@ -124,14 +141,14 @@ class Tracker:
                           landmarks=face.landmarks, detector_score=face.detector_score)
                 self._next_id += 1
                 self.tracks[t.id] = t
-                events.append(self._event("start", t))
-            self.assigned.append(t.id)
+                events.append(self._event(EventType.START, t))
+            ids.append(t.id)
         for tid in [tid for tid, t in self.tracks.items() if now - t.last_seen > self.config.max_missing_seconds]:
-            events.append(self._event("end", self.tracks.pop(tid)))
-        return events
+            events.append(self._event(EventType.END, self.tracks.pop(tid)))
+        return Tracked(events, ids)
 
     def close_all(self, now: float) -> list[TrackEvent]:
         """End every open track (at shutdown)."""
-        events = [self._event("end", t) for t in self.tracks.values()]
+        events = [self._event(EventType.END, t) for t in self.tracks.values()]
         self.tracks.clear()
         return events

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from edge_fer.config import Config
+from edge_fer.messaging.connection import ConnectionState
+from edge_fer.messaging.contract import Event, State
 
 
 class Publisher(Protocol):
@@ -12,14 +14,21 @@ class Publisher(Protocol):
 
     dropped: int
 
-    def start(self) -> "Publisher":
+    @property
+    def state(self) -> ConnectionState:
+        """Where the connection to the broker stands."""
+
+    def start(self) -> Publisher:
         """Begin connecting in the background."""
 
-    def publish_event(self, doc: dict[str, Any]) -> bool:
+    def publish_event(self, event: Event) -> bool:
         """Queue one event; False when it was refused."""
 
-    def publish_state(self, doc: dict[str, Any]) -> None:
+    def publish_state(self, state: State) -> None:
         """Replace the device's state."""
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
+        """Send a picture for Home Assistant's image entity; one that cannot go now is skipped."""
 
     def stop(self, timeout: float = 3.0) -> None:
         """Deliver what is queued within `timeout`, then disconnect."""
@@ -29,16 +38,20 @@ class NullPublisher:
     """Publishes nothing (`mqtt.enabled: false`), so the daemon never checks for a missing publisher."""
 
     dropped = 0
+    state = ConnectionState.DISABLED
 
-    def start(self) -> "NullPublisher":
+    def start(self) -> NullPublisher:
         """Nothing to connect to."""
         return self
 
-    def publish_event(self, doc: dict[str, Any]) -> bool:
+    def publish_event(self, event: Event) -> bool:
         """Accept and forget."""
         return True
 
-    def publish_state(self, doc: dict[str, Any]) -> None:
+    def publish_state(self, state: State) -> None:
+        """Forget."""
+
+    def publish_snapshot(self, jpeg: bytes) -> None:
         """Forget."""
 
     def stop(self, timeout: float = 3.0) -> None:

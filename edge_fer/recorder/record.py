@@ -1,78 +1,38 @@
-"""`edge-fer record` (MQTT events into a database) and `edge-fer report` (timelines and totals out of it)."""
+"""The recorder: MQTT events and states from every device, validated and stored, each acknowledged once committed."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import queue
-import re
 import signal
-import socket
 import threading
 import time
-from pathlib import Path
-from typing import Callable, TextIO
+from collections.abc import Callable
 
-from edge_fer.cli.main import _Parser, _setup_logging
-from edge_fer.config import load
-from edge_fer.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, EdgeFerError, UsageError, WriteError
+from edge_fer.config import MqttConfig
+from edge_fer.errors import EXIT_OK, EXIT_RUNTIME
 from edge_fer.messaging.events import utc_iso
 from edge_fer.messaging.mqtt import Incoming, MqttSubscriber
-from edge_fer.recorder.store import (EventRow, MalformedMessage, Row, StateRow, Store, StoreError, event_row, is_url,
-                            open_store, parse_time, state_row)
+from edge_fer.recorder.store import (
+    EventRow,
+    MalformedMessage,
+    Row,
+    StateRow,
+    Store,
+    StoreError,
+    event_row,
+    open_store,
+    state_row,
+)
 
 log = logging.getLogger(__name__)
 
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 BATCH = 500  # messages per transaction at most
 INBOX_LIMIT = 100_000  # messages waiting for the database; only QoS 0 ones can pile up this far
 PRUNE_EVERY = 3600.0  # seconds between retention passes
-REPORT_SUFFIXES = (".png", ".html", ".csv")
-
-
-def parse_duration(text: str, what: str) -> float:
-    """'90s', '15m', '12h', '30d', '2w' (a bare number is seconds) as seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise UsageError(f"{what} {text!r}: expected a duration such as 90s, 15m, 12h, 30d or 2w")
-    return float(match.group(1)) * UNITS[match.group(2)]
-
-
-def parse_since(text: str) -> float:
-    """An ISO 8601 time (UTC unless it says otherwise), or a duration meaning that long ago."""
-    with contextlib.suppress(ValueError):
-        return parse_time(text)
-    try:
-        return time.time() - parse_duration(text, "--since")
-    except UsageError:
-        raise UsageError(f"--since {text!r}: expected an ISO 8601 time (2026-11-27T09:00) "
-                         f"or a duration ago (90m, 12h, 7d)") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The record and report subcommands."""
-    p = _Parser(prog="edge-fer", description="Record emotion events into a database, and report on them.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    db_help = "a SQLite file, or a postgresql://user@host/db URL (password from PGPASSWORD or ~/.pgpass)"
-    rec = sub.add_parser("record", help="subscribe to every device's events and state and store them")
-    rec.add_argument("--db", required=True, help=db_help)
-    rec.add_argument("--config", metavar="FILE", help="config file for the mqtt section (broker, prefix, login)")
-    rec.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-    rec.add_argument("--client-id", default="", help="MQTT client id, fixed so the session persists "
-                                                    "(default edge-fer-recorder-<hostname>)")
-    rec.add_argument("--share", metavar="GROUP", help="MQTT 5 shared subscription: recorders in one group "
-                                                       "split the messages between them")
-    rec.add_argument("--retention", metavar="DURATION", help="delete rows older than this (e.g. 30d), hourly")
-    rec.add_argument("--session-expiry", metavar="DURATION", default="7d",
-                     help="how long the broker keeps messages for a stopped recorder (default 7d)")
-    rep = sub.add_parser("report", help="emotion timeline per device, totals, CSV/PNG/HTML export")
-    rep.add_argument("--db", required=True, help=db_help)
-    rep.add_argument("--device", help="only this device")
-    rep.add_argument("--since", help="only events from this time: ISO 8601 (UTC) or a duration ago (12h, 7d)")
-    rep.add_argument("--bucket", default="1m", help="timeline step (default 1m)")
-    rep.add_argument("--out", metavar="FILE", help="also write report.png, report.html or report.csv")
-    return p
+# How a retention is said in the log: its largest whole unit.
+_AGO_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 class Recorder:
@@ -215,27 +175,18 @@ def _worth_logging(count: int) -> bool:
 
 
 def _ago(seconds: float) -> str:
-    unit = next(u for u in ("w", "d", "h", "m", "s") if seconds >= UNITS[u] or u == "s")
-    return f"{seconds / UNITS[unit]:g}{unit}"
+    unit, size = next((u, n) for u, n in _AGO_UNITS if seconds >= n or u == "s")
+    return f"{seconds / size:g}{unit}"
 
 
-def run_record(args: argparse.Namespace) -> int:
-    """Record until SIGTERM or SIGINT."""
-    cfg = load(args.config, args.set)
-    _setup_logging(cfg.logging.level)
-    # An empty value is refused as a bad one is: taken for "not given", it would silently keep everything.
-    retention = parse_duration(args.retention, "--retention") if args.retention is not None else None
-    expiry = int(parse_duration(args.session_expiry, "--session-expiry"))
-    if expiry > 0xFFFFFFFF:
-        raise UsageError("--session-expiry: at most 136 years")
-    if args.share is not None and not re.fullmatch(r"[^/+#]+", args.share):
-        raise UsageError(f"--share {args.share!r}: a group name without /, + or #")
-    store = open_store(args.db)
-    recorder = Recorder(store, args.db, cfg.mqtt.prefix)
-    share = f"$share/{args.share}/" if args.share else ""
-    topics = [f"{share}{cfg.mqtt.prefix}/+/events", f"{share}{cfg.mqtt.prefix}/+/state"]
-    client_id = args.client_id or f"edge-fer-recorder-{socket.gethostname()}"
-    subscriber = MqttSubscriber(cfg.mqtt, client_id, topics, recorder.put, expiry)
+def record(mqtt: MqttConfig, db: str, *, client_id: str, share: str | None, retention: float | None,
+           session_expiry: int) -> int:
+    """Record into `db` until SIGTERM or SIGINT; returns the exit status (StoreError if `db` cannot be opened)."""
+    store = open_store(db)
+    recorder = Recorder(store, db, mqtt.prefix)
+    group = f"$share/{share}/" if share else ""
+    topics = [f"{group}{mqtt.prefix}/+/events", f"{group}{mqtt.prefix}/+/state"]
+    subscriber = MqttSubscriber(mqtt, client_id, topics, recorder.put, session_expiry)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     log.info("recording into %s as MQTT client %s", store.name, client_id)
@@ -251,73 +202,3 @@ def run_record(args: argparse.Namespace) -> int:
              "%d malformed messages, %d state messages", recorder.stored, recorder.duplicates, recorder.conflicts,
              recorder.malformed, recorder.states)
     return status
-
-
-class Progress:
-    """A progress bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, err: TextIO, total: int, what: str) -> None:
-        self.err, self.total, self.what = err, total, what
-        self.on = total > 0 and hasattr(err, "isatty") and err.isatty()
-
-    def __call__(self, done: int) -> None:
-        """Redraw for `done` items."""
-        if self.on:
-            frac = min(1.0, done / self.total)
-            bar = "#" * int(frac * 30)
-            self.err.write(f"\r{self.what} [{bar:<30}] {frac:4.0%} {done}/{self.total}")
-            self.err.flush()
-
-    def close(self) -> None:
-        """Finish the line."""
-        if self.on:
-            self(self.total)
-            self.err.write("\n")
-
-
-def run_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Print totals; write the timeline as PNG, HTML or CSV."""
-    from edge_fer.recorder import report
-
-    bucket = parse_duration(args.bucket, "--bucket")
-    # An empty --since or --out is refused as a bad one is, not taken for "not given".
-    since = parse_since(args.since) if args.since is not None else None
-    target = Path(args.out) if args.out is not None else None
-    if target is not None and target.suffix.lower() not in REPORT_SUFFIXES:
-        raise UsageError(f"--out {args.out}: the name must end in .png, .html or .csv")
-    if target is not None and not is_url(args.db) and target.resolve() == Path(args.db).expanduser().resolve():
-        raise UsageError(f"--out {args.out} is the database itself")
-    with open_store(args.db, create=False) as store:
-        progress = Progress(err, store.count_events(args.device, since), "reading events")
-        timelines = report.build(store.events(args.device, since, report.REPORT_COLUMNS), bucket, progress)
-        progress.close()
-    print(report.summary(timelines), file=out)
-    if target is None:
-        return EXIT_OK
-    if not timelines:
-        print(f"edge-fer: no events to report; {args.out} not written", file=err)
-        return EXIT_INPUT
-    title = "edge-fer: emotions over time" + (f" on {args.device}" if args.device else "")
-    try:
-        report.save(target, timelines, title)
-    except WriteError as e:
-        print(f"edge-fer: {e}", file=err)
-        return EXIT_INPUT
-    print(f"wrote {args.out}", file=out)
-    return EXIT_OK
-
-
-def main(argv: list[str], out: TextIO, err: TextIO) -> int:
-    """`edge-fer record ...` and `edge-fer report ...`; returns the exit status (see README)."""
-    try:
-        args = build_parser().parse_args(argv)
-        if args.command == "record":
-            return run_record(args)
-        return run_report(args, out, err)
-    except EdgeFerError as e:
-        print(f"edge-fer: {e}", file=err)
-        return e.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except SystemExit as e:  # --help ends argparse this way
-        return int(e.code or 0)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
+import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edge_fer.errors import EXIT_INPUT, EdgeFerError
-from edge_fer.types import UNSURE
+from edge_fer.messaging.contract import FER_LABELS, Event, MalformedDocument, State
+from edge_fer.messaging.contract import parse_time as parse_time  # where the CLI and tests have found it
 
 log = logging.getLogger(__name__)
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-EVENT_TYPES = ("start", "change", "end", "image")
+# The seven score columns: the shipped model's labels. Another model's scores are in the `scores` column.
+EMOTIONS = FER_LABELS
 
 
 class StoreError(EdgeFerError):
@@ -26,8 +28,8 @@ class StoreError(EdgeFerError):
     exit_code = EXIT_INPUT
 
 
-class MalformedMessage(ValueError):
-    """A message on an events or state topic that is not what edge-fer publishes."""
+# A message on an events or state topic that is not what edge-fer publishes (messaging/contract.py says what is).
+MalformedMessage = MalformedDocument
 
 
 class EventRow(NamedTuple):
@@ -40,13 +42,13 @@ class EventRow(NamedTuple):
     track_id: int | None
     emotion: str
     confidence: float
-    angry: float
-    disgust: float
-    fear: float
-    happy: float
-    sad: float
-    surprise: float
-    neutral: float
+    angry: float | None  # the score of each FER-2013 label the model has; null for one it lacks
+    disgust: float | None
+    fear: float | None
+    happy: float | None
+    sad: float | None
+    surprise: float | None
+    neutral: float | None
     box_x: int
     box_y: int
     box_w: int
@@ -58,6 +60,7 @@ class EventRow(NamedTuple):
     received: float
     duration: float | None
     detector_score: float | None
+    scores: str | None  # every score, as a JSON object in the model's order (null in rows from schema 1)
 
 
 class StateRow(NamedTuple):
@@ -90,7 +93,7 @@ class Table(NamedTuple):
 # A probe's device "/" is no topic level, so it never meets a stored key.
 EVENTS = Table("events", EVENT_COLUMNS, ("device", "run_id", "seq"),
                EventRow("/", "", 0, "image", None, "neutral", 1.0, *(0.0,) * 6, 1.0, 0, 0, 1, 1, 1, 1, 0.0,
-                        None, 0.0, None, None))
+                        None, 0.0, None, None, '{"neutral": 1.0}'))
 STATES = Table("states", STATE_COLUMNS, ("device", "ts"), StateRow("/", "", 0.0, 0.0, 0, None, "", 0.0))
 
 
@@ -103,6 +106,7 @@ class Written(NamedTuple):
     refused: list[tuple[Row, str]]  # rows the database refused on their own, and why
 
 
+V1_EVENT_COLUMNS = EVENT_COLUMNS[:-1]  # schema 1 had no `scores`
 # Each version is the statements that take the schema from the one before to it; `{id}` and `{real}`
 # are the backend's auto-increment key and double type. Never edit a released version: add one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -124,73 +128,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (device, ts))""",
         "CREATE INDEX states_ts ON states (ts)",
     ),
+    (
+        # Labels travel with the events: a model without some FER-2013 label leaves its column null, and every
+        # score is kept in `scores`. Neither database can drop NOT NULL in a way the other understands, so the
+        # table is copied (ids renumbered in their order; nothing refers to them).
+        """CREATE TABLE events_v2 (
+            id {id}, device TEXT NOT NULL, run_id TEXT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL,
+            track_id BIGINT, emotion TEXT NOT NULL, confidence {real} NOT NULL,
+            angry {real}, disgust {real}, fear {real}, happy {real}, sad {real}, surprise {real}, neutral {real},
+            box_x INTEGER NOT NULL, box_y INTEGER NOT NULL, box_w INTEGER NOT NULL, box_h INTEGER NOT NULL,
+            frame_w INTEGER NOT NULL, frame_h INTEGER NOT NULL,
+            ts {real} NOT NULL, frame_ts {real}, received {real} NOT NULL, duration {real}, detector_score {real},
+            scores TEXT, UNIQUE (device, run_id, seq))""",
+        f"INSERT INTO events_v2 ({', '.join(V1_EVENT_COLUMNS)}) SELECT {', '.join(V1_EVENT_COLUMNS)} FROM events "
+        "ORDER BY id",
+        "DROP TABLE events",
+        "ALTER TABLE events_v2 RENAME TO events",
+        "CREATE INDEX events_device_ts ON events (device, ts)",
+        "CREATE INDEX events_ts ON events (ts)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def parse_time(text: str) -> float:
-    """An ISO 8601 time as seconds since the epoch; a time without a zone is UTC."""
-    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
-
-
 MAX_PAYLOAD = 256 * 1024  # ten times the largest state edge-fer publishes (256 faces), so parsing costs little
-MAX_TEXT = 200
-MAX_FACES = 10_000
-# A clock this far off, or a forged time, would stretch every report over centuries and never be pruned.
-YEARS = (2000, 2100)
-EARLIEST, LATEST = (dt.datetime(y, 1, 1, tzinfo=dt.timezone.utc).timestamp() for y in YEARS)
 
 
-def _whole(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _number(doc: dict[str, Any], key: str, low: float, high: float, optional: bool = False) -> float | None:
-    value = doc.get(key)
-    if value is None and optional:
-        return None
-    # Comparing first keeps out NaN, JSON's Infinity and integers beyond any float.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise MalformedMessage(f"{key} is not a number from {low:g} to {high:g}")
-    return float(value)
-
-
-def _ints(doc: dict[str, Any], key: str, n: int) -> list[int]:
-    value = doc.get(key)
-    # Within PostgreSQL's INTEGER: a value the database refuses would fail its whole batch, again and again.
-    if not isinstance(value, list) or len(value) != n or not all(_whole(v, -2**31, 2**31 - 1) for v in value):
-        raise MalformedMessage(f"{key} is not a list of {n} integers")
-    return value
-
-
-def _text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = doc.get(key, default)
-    # What neither database could take (a NUL, a lone surrogate from a JSON escape) fails here, not the batch.
-    if not isinstance(value, str) or len(value) > MAX_TEXT or "\x00" in value:
-        raise MalformedMessage(f"{key} is not a short string")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise MalformedMessage(f"{key} is not valid Unicode") from None
-    return value
-
-
-def _time(doc: dict[str, Any], key: str, optional: bool = False) -> float | None:
-    if doc.get(key) is None and optional:
-        return None
-    try:
-        when = parse_time(_text(doc, key))
-    except ValueError:
-        raise MalformedMessage(f"{key} is not an ISO 8601 time") from None
-    if not EARLIEST <= when < LATEST:
-        raise MalformedMessage(f"{key} is not a time from {YEARS[0]} to {YEARS[1] - 1}")
-    return when
-
-
-def _json_object(payload: bytes, device: str) -> dict[str, Any]:
+def _json_object(payload: bytes, device: str) -> dict[str, object]:
     """The payload as a JSON object that names `device`, its topic's device, as its own."""
     if len(payload) > MAX_PAYLOAD:
         raise MalformedMessage(f"larger than {MAX_PAYLOAD // 1024} KiB")
@@ -204,45 +168,26 @@ def _json_object(payload: bytes, device: str) -> dict[str, Any]:
         raise MalformedMessage("not a JSON object")
     if doc.get("device") != device:
         raise MalformedMessage("its device does not match its topic")
-    _text(doc, "device")  # a topic level may be 65535 bytes long: the name is bounded like any other string
     return doc
 
 
 def event_row(device: str, payload: bytes, received: float) -> EventRow:
     """The row for one events message from `device`'s topic; MalformedMessage if it is not an edge-fer event."""
-    doc = _json_object(payload, device)
-    kind = _text(doc, "type")
-    if kind not in EVENT_TYPES:
-        raise MalformedMessage(f"unknown type {kind[:20]!r}")
-    emotion = _text(doc, "emotion")
-    scores = doc.get("scores")
-    if emotion not in (*EMOTIONS, UNSURE) or not isinstance(scores, dict) or set(scores) != set(EMOTIONS):
-        raise MalformedMessage("emotion or scores are not the seven FER-2013 emotions")
-    seq = doc.get("seq")
-    track = doc.get("track_id")
-    if not _whole(seq, 0, 2**63 - 1):
-        raise MalformedMessage("seq is not a non-negative integer")
-    if track is not None and not _whole(track, 0, 2**63 - 1):
-        raise MalformedMessage("track_id is not a non-negative integer")
-    if kind != "image" and track is None:
-        raise MalformedMessage("track_id is missing")
-    # Scores are probabilities; a Haar detector's score is a cascade weight, of either sign.
-    return EventRow(device, _text(doc, "run_id", ""), seq, kind, track, emotion, _number(doc, "confidence", 0, 1),
-                    *(_number(scores, e, 0, 1) for e in EMOTIONS), *_ints(doc, "box", 4),
-                    *_ints(doc, "frame_size", 2), _time(doc, "ts"), _time(doc, "frame_ts", True), received,
-                    _number(doc, "duration", 0, 1e9, True), _number(doc, "detector_score", -1e6, 1e6, True))
+    e = Event.parse(_json_object(payload, device))
+    # A topic level may be 65535 bytes long: the contract bounds the device's name like any other string.
+    x, y, w, h = e.box
+    fw, fh = e.frame_size
+    s = e.scores
+    return EventRow(device, e.run_id, e.seq, e.type.value, e.track_id, e.emotion, e.confidence, s.get("angry"),
+                    s.get("disgust"), s.get("fear"), s.get("happy"), s.get("sad"), s.get("surprise"),
+                    s.get("neutral"), x, y, w, h, fw, fh, e.ts, e.frame_ts, received, e.duration, e.detector_score,
+                    json.dumps(s))
 
 
 def state_row(device: str, payload: bytes, received: float) -> StateRow:
     """The compact row for one state message; MalformedMessage if it is not an edge-fer state."""
-    doc = _json_object(payload, device)
-    if not _whole(doc.get("faces"), 0, MAX_FACES):
-        raise MalformedMessage(f"faces is not a count from 0 to {MAX_FACES}")
-    dominant = doc.get("dominant_emotion")
-    if dominant is not None and dominant not in (*EMOTIONS, UNSURE):
-        raise MalformedMessage("dominant_emotion is not an emotion")
-    return StateRow(device, _text(doc, "run_id", ""), _time(doc, "ts"), received, doc["faces"], dominant,
-                    _text(doc, "camera", ""), _number(doc, "fps", 0, 1e4))
+    s = State.parse(_json_object(payload, device))
+    return StateRow(device, s.run_id, s.ts, received, s.faces, s.dominant_emotion, s.camera, s.fps)
 
 
 def redact(db: str) -> str:
@@ -297,18 +242,59 @@ def _detail(e: Exception, secret: str) -> str:
     return detail.replace(secret, "***") if secret else detail
 
 
+class OpenFile(NamedTuple):
+    """The file a SQLite connection opened, by device and inode: what its path must still hold."""
+
+    path: Path
+    device: int
+    inode: int
+
+    @classmethod
+    def at(cls, path: Path) -> OpenFile:
+        """The file at `path` now."""
+        st = os.stat(path)
+        return cls(path, st.st_dev, st.st_ino)
+
+    def still_there(self) -> bool:
+        """True while the path holds this file: not deleted, not moved away, nothing moved over it."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (self.device, self.inode)
+
+
 class Store:
     """A database of events and states, with the schema at SCHEMA_VERSION; one connection, one thread."""
 
     def __init__(self, conn: _Connection, name: str, dialect: Dialect, errors: tuple[type[Exception], ...],
-                 data_errors: tuple[type[Exception], ...], secret: str = "") -> None:
-        """`data_errors`: what the driver raises for one row it cannot take (some are not among `errors`)."""
+                 data_errors: tuple[type[Exception], ...], secret: str = "", file: OpenFile | None = None) -> None:
+        """`data_errors`: what the driver raises for one row it cannot take (some are not among `errors`).
+
+        `file`: a SQLite file, checked around each write so that nothing is committed unseen into a deleted one."""
         self.conn = conn
         self.name = name
         self._dialect = dialect
         self._errors = errors
         self._data_errors = data_errors
         self._secret = secret
+        self._file = file
+
+    def _moved(self) -> bool:
+        """True for a SQLite file deleted, moved away or moved over since it was opened."""
+        return self._file is not None and not self._file.still_there()
+
+    def _keep_wal_with_file(self) -> None:
+        """Copy the WAL's committed pages into the open file: SQLite skips that when it closes a moved file."""
+        with contextlib.suppress(*self._errors):  # at worst the pages stay in the -wal file next to the path
+            self.conn.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _check_file(self) -> None:
+        """StoreError once the path no longer holds the file this connection writes."""
+        if self._moved():
+            # Rows committed into a deleted file are lost; the path's -wal would be taken for a newcomer's.
+            self._keep_wal_with_file()
+            raise StoreError(f"{self.name}: the database file was deleted or replaced while open")
 
     def _sql(self, text: str) -> str:
         return text.replace("?", self._dialect.placeholder)
@@ -346,20 +332,24 @@ class Store:
 
     def write(self, events: list[EventRow], states: list[StateRow]) -> tuple[Written, Written]:
         """Insert in one transaction: rows already there are skipped, rows refused alone are left out."""
-        batches = ((EVENTS, events), (STATES, states))
+        batches: tuple[tuple[Table, list[Row]], ...] = ((EVENTS, list(events)), (STATES, list(states)))
+        self._check_file()
         try:
             cur = self.conn.cursor()
             try:
-                inserted = [(self._insert_many(cur, table, rows), []) for table, rows in batches]
+                inserted: list[tuple[int, list[tuple[Row, str]]]] = [
+                    (self._insert_many(cur, table, rows), []) for table, rows in batches]
             except self._data_errors:  # one bad row fails its batch: find it, or the batch would fail forever
                 self._rollback()
                 # Still one transaction: SQLite commits as soon as a savepoint that began one is released.
                 cur.execute("SAVEPOINT batch")
                 inserted = [self._insert_each(cur, table, rows) for table, rows in batches]
-            written = tuple(self._outcome(cur, table, rows, added, refused)
-                            for (table, rows), (added, refused) in zip(batches, inserted))
+            event_outcome, state_outcome = (self._outcome(cur, table, rows, added, refused)
+                                            for (table, rows), (added, refused) in zip(batches, inserted))
             self.conn.commit()
-            return written
+            # Gone during the transaction: the rows are in the old file only, so none is acknowledged.
+            self._check_file()
+            return event_outcome, state_outcome
         except (*self._errors, *self._data_errors) as e:
             raise self._fail("cannot write", e) from None
 
@@ -422,7 +412,8 @@ class Store:
             raise self._fail("cannot prune", e) from None
 
     def _where(self, device: str | None, since: float | None) -> tuple[str, list[Any]]:
-        terms, args = [], []
+        terms: list[str] = []
+        args: list[Any] = []
         if device is not None:
             terms.append("device = ?")
             args.append(device)
@@ -459,10 +450,12 @@ class Store:
             raise self._fail("cannot read", e) from None
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a SQLite file moved away keeps what was committed into it)."""
+        if self._moved():
+            self._keep_wal_with_file()
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -479,11 +472,13 @@ def _sqlite(path: str, create: bool) -> Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
-    except sqlite3.Error as e:
+        opened = OpenFile.at(target)  # setting WAL has written the file's header: it exists now
+    except (sqlite3.Error, OSError) as e:
         raise StoreError(f"{path}: cannot open the database: {e}") from None
     # OverflowError: an integer beyond SQLite's; InterfaceError: a value it cannot bind.
     return Store(conn, path, SQLITE, (sqlite3.Error,),
-                 (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, UnicodeEncodeError))
+                 (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, UnicodeEncodeError),
+                 file=opened)
 
 
 def _postgres(url: str) -> Store:

@@ -24,7 +24,7 @@ class Framing:
     haar_frame: tuple[float, float, float, float]  # the 48x48 frame in units of a Haar box: x, y, w, h
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "Framing":
+    def load(cls, path: Path | None = None) -> Framing:
         """The shipped calibration (models/face_framing.json)."""
         path = path or shipped_model(FRAMING_FILE)
         try:
@@ -35,7 +35,7 @@ class Framing:
             raise ModelError(f"{path}: unreadable face framing calibration ({e})") from None
         if len(frame) != 4:
             raise ModelError(f"{path}: haar.frame_in_box must be four numbers")
-        return cls(points, frame)  # type: ignore[arg-type]
+        return cls(points, frame)
 
     def transform(self, d: Detection, size: int) -> np.ndarray:
         """The 2x3 affine map from frame pixels to a size x size crop framed like FER-2013."""

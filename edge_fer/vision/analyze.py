@@ -7,13 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_fer.config import Config, UnsureConfig
+from edge_fer.types import UNSURE, Detection, Face
 from edge_fer.vision.align import Framing
 from edge_fer.vision.classifier import EmotionClassifier
-from edge_fer.config import Config, UnsureConfig
 from edge_fer.vision.detector import FaceDetector, make_detector
 from edge_fer.vision.images import read_image
 from edge_fer.vision.judge import judge, quality
-from edge_fer.types import UNSURE, Detection, Face
 
 
 class Analyzer:
@@ -28,13 +28,13 @@ class Analyzer:
         self.unsure = unsure or UnsureConfig()
 
     @classmethod
-    def from_config(cls, cfg: Config, photos: bool = False) -> "Analyzer":
+    def from_config(cls, cfg: Config, photos: bool = False) -> Analyzer:
         """Build both parts from the configuration (with the photo detector settings for one-shot images)."""
         return cls(make_detector(cfg, photos),
                    EmotionClassifier(cfg.classifier.model or None, threads=cfg.classifier.threads),
                    cfg.images.max_faces if photos else cfg.classifier.max_faces, unsure=cfg.unsure)
 
-    def __enter__(self) -> "Analyzer":
+    def __enter__(self) -> Analyzer:
         return self
 
     def __exit__(self, *exc: object) -> None:

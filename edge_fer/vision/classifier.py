@@ -7,14 +7,16 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edge_fer.errors import ModelError
 from edge_fer.models_path import shipped_model
+from edge_fer.types import label_problem
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ def _interpreter_class() -> Any:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
             try:
-                from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+                from tensorflow.lite import Interpreter
             except ImportError:
                 raise ModelError("no TFLite runtime: pip install ai-edge-litert") from None
     return Interpreter
@@ -66,8 +68,10 @@ def read_sidecar(model_path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise ModelError(f"{side}: unreadable sidecar ({e})") from None
     labels = meta.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise ModelError(f"{side}: 'labels' must be a list of class names")
+    # Labels travel in every event: a sidecar whose labels no document could carry is refused here, not later.
+    problem = label_problem(labels) if isinstance(labels, list) else "is not a list of class names"
+    if problem:
+        raise ModelError(f"{side}: 'labels' {problem}")
     if meta.get("color", "gray") not in ("gray", "bgr", "rgb"):
         raise ModelError(f"{side}: 'color' must be gray, bgr or rgb")
     calibration = meta.get("calibration", {})
@@ -125,7 +129,7 @@ class EmotionClassifier:
         self._shape: tuple[int, ...] = tuple(int(v) for v in shape)  # the input shape allocated now
         log.debug("loaded %s: input %s %s, labels %s", self.path, list(shape), self._in["dtype"], self.labels)
 
-    def __enter__(self) -> "EmotionClassifier":
+    def __enter__(self) -> EmotionClassifier:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -212,7 +213,7 @@ class HaarDetector:
         self.config = config
         self.detect_width = config.photo_detect_width if photos else config.detect_width
         self.min_face_fraction = config.photo_min_face_fraction if photos else config.min_face_fraction
-        path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / CASCADE
+        path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]
         try:
             self._cascade = cv2.CascadeClassifier(str(path))
         except (cv2.error, SystemError):  # a file that is not a cascade makes OpenCV raise, not return empty

@@ -8,7 +8,7 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from PIL import Image, UnidentifiedImageError
 
@@ -75,7 +75,7 @@ def _band_to_rgb(band: Image.Image, gray_top: float | None, span: tuple[float, f
         if span is not None:
             lo, width = span
             arr = (arr - lo) * (255.0 / width)
-        else:
+        elif gray_top is not None:
             arr = arr * (255.0 / gray_top)
         gray = np.clip(arr, 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
@@ -94,10 +94,10 @@ def _to_bgr(img: Image.Image) -> np.ndarray:
     gray_top: float | None = None
     span: tuple[float, float] | None = None
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        top = img.getextrema()[1]
+        top = cast("tuple[float, float]", img.getextrema())[1]  # one band: (min, max)
         gray_top = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0
     elif img.mode == "F":
-        lo, hi = img.getextrema()
+        lo, hi = cast("tuple[float, float]", img.getextrema())
         span = (lo, max(hi - lo, 1e-9))
     out = np.empty((h, w, 3), np.uint8)
     for y in range(0, h, BAND_ROWS):
@@ -197,4 +197,4 @@ def save_image(path: Path, image: np.ndarray) -> None:
         ok = False
     if not ok:
         raise WriteError(f"{shown(path)}: cannot write ({suffix} images cannot be encoded here)")
-    write_file(path, memoryview(buf))
+    write_file(path, buf.data)

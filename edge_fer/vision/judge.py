@@ -6,7 +6,6 @@ so that a confident wrong label never fires an automation.
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 
@@ -14,14 +13,14 @@ import cv2
 import numpy as np
 
 from edge_fer.config import UnsureConfig
-from edge_fer.types import Detection
+from edge_fer.types import Detection, TextEnum
 
 # Where the nose tip sits between the eye line and the mouth line of a frontal face (models/face_framing.json:
 # eyes at y 18.37, nose 28.23, mouth corners 36.06 in the 48x48 frame).
 FRONTAL_NOSE_HEIGHT = (28.23 - 18.37) / (36.06 - 18.37)
 
 
-class Reason(str, enum.Enum):
+class Reason(TextEnum):
     """Why a face is not labelled (the first rule it fails, in this order)."""
 
     SMALL = "small"
