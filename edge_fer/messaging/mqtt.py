@@ -505,6 +505,10 @@ class MqttPublisher:
             if self._reannounce_timer is not None:
                 self._reannounce_timer.cancel()
         if self.connected.is_set():
+            # Every queued event is handed to paho first: paho sends in order, so the ends leave before offline.
+            with self._cond:
+                self._cond.wait_for(lambda: not (self._backlog or self._handing) or not self._online,
+                                    max(0.0, deadline - time.monotonic()))
             if self.announce:
                 self._publish(self.topics[Kind.AVAILABILITY], OFFLINE, Kind.AVAILABILITY, retain=True)
             with self._cond:
