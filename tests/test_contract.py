@@ -29,7 +29,7 @@ from tests.conftest import ASTRONAUT, ROOT, write_video
 from tests.postgres import db, postgres_server, postgres_url  # noqa: F401  (fixtures)
 from tests.test_daemon import finish, start_daemon, write_config
 from tests.test_daemon import pytestmark as needs_mosquitto
-from tests.test_record import Recorder, seqs, summary
+from tests.test_record import Recorder, broker, seqs, summary  # noqa: F401  (broker: a fixture)
 
 # Seven labels, none of them FER-2013's, for the shipped network under another sidecar.
 OTHER_LABELS = ("rage", "yuck", "dread", "joy", "gloom", "awe", "calm")
@@ -211,17 +211,6 @@ def test_a_schema_1_database_keeps_its_rows_and_then_takes_any_models_events(db:
     with open_store(db) as s:  # a second open finds nothing to migrate; the new rows' keys are still unique
         again, _ = s.write([event_row("cam", wire(events[0]), 3e9)], [])
         assert (again.added, again.repeats) == (0, 1)
-
-
-@pytest.fixture
-def broker(tmp_path: Path):
-    b = Broker(tmp_path).start()
-    yield b
-    for rec in Recorder.running:  # a failed test leaves none behind
-        if rec.proc.poll() is None:
-            rec.kill()
-    Recorder.running.clear()
-    b.stop()
 
 
 @pytest.fixture(params=["shipped", "other-labels"])

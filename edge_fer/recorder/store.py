@@ -10,9 +10,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from edge_fer.errors import EXIT_INPUT, EdgeFerError
+from edge_fer.errors import EXIT_INPUT, EdgeFerError, redacted
 from edge_fer.messaging.contract import FER_LABELS, Event, MalformedDocument, State
 from edge_fer.messaging.contract import parse_time as parse_time  # where the CLI and tests have found it
 
@@ -192,16 +192,7 @@ def state_row(device: str, payload: bytes, received: float) -> StateRow:
 
 def redact(db: str) -> str:
     """The database as it may be shown: a URL's password (in the authority or the query) replaced by ***."""
-    if not is_url(db):
-        return db
-    parts = urlsplit(db)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return redacted(db) if is_url(db) else db
 
 
 def is_url(db: str) -> bool:
